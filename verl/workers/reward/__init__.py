@@ -1,0 +1,8 @@
+"""Rule rewards for RULE: refusal detector, reward-function registry, and the manager that scores rollouts."""
+
+from verl.workers.reward.config import RewardConfig
+from verl.workers.reward.functions import REWARD_FUNCTIONS
+from verl.workers.reward.manager import RewardManager
+from verl.workers.reward.refusal import REFUSAL_PATTERN, is_refusal
+
+__all__ = ["REFUSAL_PATTERN", "REWARD_FUNCTIONS", "RewardConfig", "RewardManager", "is_refusal"]

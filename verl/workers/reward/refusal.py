@@ -1,0 +1,72 @@
+"""RULE's refusal detector: one permissive regex, a match anywhere in the text counts as a refusal.
+
+The pattern reproduces the twelve families of the original (RULE.md section 4.1) with the original's
+behaviour kept on purpose, because the rewards (and so the published training runs) are defined by it:
+
+* no word boundaries: ``"no"`` also matches inside ``"piano information"``, ``"encountered"`` anywhere;
+* ``.*`` spans the whole text (DOTALL), so ``"not"`` early and ``"sure"`` much later still match;
+* only straight apostrophes (``don't``, ``dont``), not the typographic ``don’t``.
+
+Known results (tested in tests/workers/test_refusal.py): it matches 99 of the 100 RWKU ``idk_target``
+templates (it misses "I'm unaware of that detail about ..."), about 0.5% of the boundary gold answers
+(mostly "X did not ..." sentences), flags ordinary answers such as "It is not widely known ...",
+"He encountered ...", "Unfortunately, the show was cancelled", "You should check ...", and misses
+"I can't answer questions related to X".
+
+The original is one ``re.VERBOSE`` pattern; verbose mode silently dropped a few literal spaces
+(``" not"`` -> ``"not"``, ``"encountered "`` -> ``"encountered"``, ``"familiar with"`` ->
+``"familiarwith"``, already covered by ``"familiar"``). The families below are written without
+verbose mode, with those spaces already removed, so they match the same texts.
+"""
+
+from __future__ import annotations
+
+import re
+
+# One regex per family (RULE.md section 4.1), in the original's order.
+REFUSAL_FAMILIES: dict[str, str] = {
+    "negated_knowing": (
+        r"(?:don'?t|doesn'?t|didn'?t|do(?:es)?\s+not)\s+"
+        r"(?:know|have|hold|possess|seem\s+to\s+have|cover|contain|extend|include)"
+    ),
+    "not_or_yet_then_knowing": (
+        r"(?:not|yet)\s+.*(?:sure|certain|familiar|aware|equipped|able|acquainted|informed|knowledge|information"
+        r"|question|know|data|educated|within|briefed|well-versed|learn|trained\s+on|the\s+best\s+source"
+        r"|specializing\s+in)"
+    ),
+    "no_then_knowledge": r"no\s+.*(?:idea|insight|knowledge|information|data|enlightenment|clue|familiarity)",
+    "not_learned": r"(?:haven'?t|hasn'?t|not)\s+(?:learned|the\s+faintest|been\s+(?:included|trained|briefed))",
+    "encountered": r"encountered",
+    "out_of_scope": r"(?:beyond|outside|out)\s+.*(?:knowledge|capabilities|expertise|reach|scope)",
+    "at_a_loss": r"at\s+a\s+(?:loss|disadvantage)",
+    "cannot": r"can'?t\s+(?:provide|say|shed\s+.*light|help|offer|take|make|fullfill)",
+    "unable": r"unable\s+(?:to\s+provide|to\s+answer|to\s+access)",
+    "regret": r"(?:I\s+)?(?:wish\s+I\s+could\s+say|regret\s+to\s+inform|must\s+(?:admit|confess))",
+    "idioms": (
+        r"Unfortunately,|clueless|stumped|a\s+mystery\s+to\s+me"
+        r"|lacking\s+(?:information|knowledge|insight|specifics|data)|dark\s+about|draw(?:ing)?\s+a\s+blank"
+        r"|short\s+with|limited\s+to|blank\s+on"
+    ),
+    "missing": r"(?:missing|without|lack|blind|uncharted)\s+.*(?:information|knowledge|insight|specifics)",
+    "needs_lookup": (
+        r"(?:need\s+to|require|have\s+to|must|ought\s+to|should)\s+"
+        r"(?:look\s+up|check|search|find|verify|review|inspect|confirm|explore|investigate|examine)"
+    ),
+}
+
+REFUSAL_PATTERN: re.Pattern[str] = re.compile(
+    "|".join(f"(?:{family})" for family in REFUSAL_FAMILIES.values()), re.IGNORECASE | re.DOTALL
+)
+"""Case-insensitive, dot-matches-newline union of :data:`REFUSAL_FAMILIES`; use ``.search`` (match anywhere)."""
+
+
+def is_refusal(text: str) -> bool:
+    """True when :data:`REFUSAL_PATTERN` matches anywhere in ``text`` (RULE's ``R``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"is_refusal expects a str, got {type(text).__name__}: {text!r:.80}")
+    return REFUSAL_PATTERN.search(text) is not None
+
+
+def refusal_families(text: str) -> list[str]:
+    """Names of the families that match ``text`` (for debugging why a text counts as a refusal)."""
+    return [name for name, family in REFUSAL_FAMILIES.items() if re.search(family, text, re.IGNORECASE | re.DOTALL)]
