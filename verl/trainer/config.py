@@ -1,0 +1,207 @@
+"""The ReBO / PPO run config: data, algorithm, workers, trainer. Every field is documented below it.
+
+``python3 -m verl.trainer.main --help`` prints every key with its default and this text.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from verl.utils.config import ConfigError, check_choice
+from verl.workers.config import WorkerConfig
+
+
+@dataclass
+class DataConfig:
+    train_files: str = ""
+    """Training prompts: .json/.jsonl/.parquet file(s) (comma-separated) or an HF dataset id[@split]."""
+    val_files: str = ""
+    """Validation prompts scored by the reward function (empty = none)."""
+    prompt_key: str = "prompt"
+    """Column holding the prompt (a string or chat messages)."""
+    answer_key: str = "solution"
+    """Column holding the ground truth given to the reward function."""
+    max_prompt_length: int = 512
+    """Prompt tokens after the chat template; longer prompts follow `truncation`."""
+    max_response_length: int = 256
+    """New tokens generated per response."""
+    truncation: str = "error"
+    """Prompts over max_prompt_length: error, left (keep the end) or right (keep the start)."""
+    rollout_batch_size: int = 32
+    """Prompts per training step (each sampled worker.rollout.n times)."""
+    val_batch_size: int = -1
+    """Validation prompts per generation call; -1 = all at once."""
+    max_val_samples: int = -1
+    """Use only the first N validation rows (-1 = all)."""
+    shuffle: bool = True
+    """Shuffle the training prompts (seeded; the order is restored on resume)."""
+    seed: int = 42
+    """Data order seed."""
+    apply_chat_template: bool = True
+    """Wrap each prompt in the tokenizer's chat template (one user turn, generation prompt added)."""
+    system_prompt: Optional[str] = None
+    """Optional system message before each prompt."""
+
+    def post_init(self) -> None:
+        check_choice(self.truncation, ["error", "left", "right"], "data.truncation")
+        self.train_files = ",".join(_absolute(p) for p in self.train_files.split(",") if p.strip())
+        self.val_files = ",".join(_absolute(p) for p in self.val_files.split(",") if p.strip())
+
+
+def _absolute(path: str) -> str:
+    path = path.strip()
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = "grpo"
+    """Advantage estimator: grpo, rloo, reinforce_plus_plus, remax or gae (gae trains a critic)."""
+    gamma: float = 1.0
+    """Discount factor."""
+    lam: float = 1.0
+    """GAE lambda."""
+    disable_kl: bool = False
+    """No reference model and no KL term at all."""
+    use_kl_loss: bool = True
+    """KL to the reference as a loss term (RULE); False puts it in the reward instead."""
+    kl_penalty: str = "low_var_kl"
+    """KL estimator: kl (k1), abs, mse (k2), low_var_kl (k3) or full."""
+    kl_coef: float = 1e-2
+    """KL coefficient (initial value for the adaptive controller)."""
+    kl_type: str = "fixed"
+    """KL-in-reward controller: fixed or adaptive."""
+    kl_target: float = 0.1
+    """Adaptive controller target KL."""
+    kl_horizon: float = 10000.0
+    """Adaptive controller horizon."""
+
+
+@dataclass
+class EvaluatorConfig:
+    benchmark: str = "none"
+    """Benchmark evaluated every val_freq steps besides the validation reward: none, rwku or muse."""
+    data_dir: str = ""
+    """Benchmark folder (RWKU: the folder holding Target/; MUSE: the books folder)."""
+    targets: str = ""
+    """RWKU targets: ids, ranges or names, e.g. 1 or 1-10 or Stephen King."""
+    suites: list[str] = field(default_factory=lambda: ["forget", "neighbor"])
+    """Suites to run (see verl.eval), e.g. forget, neighbor, mia."""
+    max_probes: int = -1
+    """Probes per suite (-1 = all); for quick runs."""
+    best_metric: str = ""
+    """Keep the best checkpoint by this metric (e.g. val/rwku/forget_all); empty = off."""
+    best_mode: str = "min"
+    """min or max for best_metric."""
+    best_constraints: list[str] = field(default_factory=list)
+    """Conditions a best checkpoint must meet, e.g. val/rwku/neighbor_all>=0.8 (absolute)."""
+
+
+@dataclass
+class TrainerConfig:
+    project_name: str = "rule"
+    """Project name for loggers."""
+    experiment_name: str = "rebo"
+    """Run name; outputs go to {output_dir}/{experiment_name}."""
+    output_dir: str = "log"
+    """Root of run outputs (metrics, checkpoints, exports)."""
+    logger: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    """Metric sinks: console, jsonl, tensorboard, wandb."""
+    total_epochs: int = 1
+    """Passes over the training prompts."""
+    max_steps: int = -1
+    """Stop after this many steps (-1 = total_epochs)."""
+    backend: str = "ray"
+    """Worker groups on ray, or inprocess (one worker, no Ray; for debugging)."""
+    nnodes: int = 1
+    """Nodes of the Ray cluster to use."""
+    n_gpus_per_node: int = 0
+    """GPUs per node (0 = CPU workers)."""
+    n_workers: int = 1
+    """Workers per node when n_gpus_per_node = 0 (the FSDP world size on CPU)."""
+    cpus_per_worker: float = 0.0
+    """Ray CPUs per worker; 0 = (node CPUs - 0.5) / workers."""
+    val_freq: int = -1
+    """Validate every N steps (-1 = never); runs at the end too when >0."""
+    val_before_train: bool = False
+    """Validate once before the first step."""
+    val_only: bool = False
+    """Only validate, then exit."""
+    val_generations_to_log: int = 5
+    """Validation samples printed / logged."""
+    save_freq: int = -1
+    """Save a checkpoint every N steps (-1 = only at the end, -2 = never)."""
+    save_limit: int = 2
+    """Keep this many recent checkpoints (plus the best); -1 = all."""
+    resume: bool = True
+    """Resume from the latest complete checkpoint of this experiment when there is one."""
+    export_hf: bool = True
+    """Export the final actor as a plain HF folder ({run_dir}/final)."""
+    critic_warmup: int = 0
+    """Steps that train only the critic (GAE)."""
+    seed: int = 1
+    """Global seed."""
+    run_dir: str = field(default="", init=False)
+    """{output_dir}/{experiment_name} (derived)."""
+
+
+@dataclass
+class PPOConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts."""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """RL algorithm."""
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    """Workers."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Loop, logging, checkpoints."""
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    """Benchmark evaluation during training."""
+
+    def world_size(self) -> int:
+        per_node = self.trainer.n_gpus_per_node or self.trainer.n_workers
+        return per_node * self.trainer.nnodes
+
+    def post_init(self) -> None:
+        """Fill derived fields and check cross-section constraints (runs before the sections' own)."""
+        algo, actor, rollout, trainer = self.algorithm, self.worker.actor, self.worker.rollout, self.trainer
+        check_choice(
+            algo.adv_estimator, ["grpo", "rloo", "reinforce_plus_plus", "remax", "gae"], "algorithm.adv_estimator"
+        )
+        check_choice(
+            algo.kl_penalty, ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full"], "algorithm.kl_penalty"
+        )
+        check_choice(algo.kl_type, ["fixed", "adaptive"], "algorithm.kl_type")
+        check_choice(trainer.backend, ["ray", "inprocess"], "trainer.backend")
+        for sink in trainer.logger:
+            check_choice(sink, ["console", "jsonl", "tensorboard", "wandb"], "trainer.logger")
+        check_choice(self.evaluator.benchmark, ["none", "rwku", "muse"], "evaluator.benchmark")
+        if not self.data.train_files and not trainer.val_only:
+            raise ConfigError("data.train_files is empty: give a training file (JSON/JSONL/parquet) or HF dataset id")
+        actor.use_kl_loss = algo.use_kl_loss and not algo.disable_kl
+        actor.kl_penalty, actor.kl_coef = algo.kl_penalty, algo.kl_coef
+        rollout.prompt_length = self.data.max_prompt_length
+        rollout.response_length = self.data.max_response_length
+        if algo.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+            raise ConfigError(f"algorithm.adv_estimator={algo.adv_estimator} needs worker.rollout.n >= 2")
+        world = self.world_size()
+        if trainer.backend == "inprocess" and world != 1:
+            raise ConfigError(f"trainer.backend=inprocess runs one worker; got a world size of {world}")
+        sequences = self.data.rollout_batch_size * rollout.n
+        if sequences % world:
+            raise ConfigError(
+                f"data.rollout_batch_size x worker.rollout.n = {sequences} must divide by the {world} workers"
+            )
+        if self.data.rollout_batch_size % actor.global_batch_size:
+            raise ConfigError(
+                f"data.rollout_batch_size={self.data.rollout_batch_size} must be a multiple of "
+                f"worker.actor.global_batch_size={actor.global_batch_size}"
+            )
+        for name, section in (("actor", actor), ("critic", self.worker.critic)):
+            per_device = section.global_batch_size * rollout.n
+            if per_device % world:
+                raise ConfigError(f"worker.{name}.global_batch_size x rollout.n = {per_device} must divide by {world}")
+            section.global_batch_size_per_device = per_device // world
+        trainer.run_dir = os.path.abspath(os.path.join(trainer.output_dir, trainer.experiment_name))

@@ -1,0 +1,126 @@
+"""Entry point: ``python3 -m verl.trainer.main config=examples/rebo_smollm2.yaml worker.rollout.n=8``.
+
+``--help`` lists every config key with its default and documentation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from verl.trainer.config import PPOConfig
+from verl.utils.config import ConfigError, describe_config, load_config
+
+OFFLINE_DEFAULTS = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+def build_worker_groups(config: PPOConfig) -> dict:
+    """``{"actor_rollout_ref": wg, "critic": wg?}`` on Ray (colocated in one process per worker) or in-process."""
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    trainer = config.trainer
+    role = "actor_rollout_ref" if not config.algorithm.disable_kl else "actor_rollout"
+    use_critic = config.algorithm.adv_estimator == "gae"
+    if trainer.backend == "inprocess":
+        groups = {"actor_rollout_ref": InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, role))}
+        if use_critic:
+            groups["critic"] = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, "critic"))
+    else:
+        from verl.single_controller.ray import (
+            RayClassWithInitArgs,
+            RayResourcePool,
+            RayWorkerGroup,
+            create_colocated_worker_cls,
+            init_ray,
+        )
+
+        use_gpu = trainer.n_gpus_per_node > 0
+        per_node = trainer.n_gpus_per_node or trainer.n_workers
+        cpus = trainer.cpus_per_worker or max(0.5, ((os.cpu_count() or 2) - 0.5) / per_node)
+        init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else os.cpu_count())
+        pool = RayResourcePool([per_node] * trainer.nnodes, use_gpu=use_gpu, num_cpus_per_worker=cpus)
+        classes = {"actor_rollout_ref": RayClassWithInitArgs(FSDPWorker, config.worker, role)}
+        if use_critic:
+            classes["critic"] = RayClassWithInitArgs(FSDPWorker, config.worker, "critic")
+        group = RayWorkerGroup(pool, create_colocated_worker_cls(classes))
+        groups = group.spawn(set(classes))
+    for group in groups.values():
+        group.init_model()
+    return groups
+
+
+def build_evaluator(config: PPOConfig):
+    """The benchmark hook and best-checkpoint criterion from ``config.evaluator`` (or ``(None, None)``)."""
+    ev = config.evaluator
+    criterion = None
+    if ev.best_metric:
+        from verl.eval.hook import BestCheckpointCriterion
+
+        criterion = BestCheckpointCriterion(ev.best_metric, ev.best_mode, ev.best_constraints)
+    if ev.benchmark == "none":
+        return None, criterion
+    from verl.eval.hook import TrainingEvaluator
+
+    options = {"max_probes": ev.max_probes} if ev.max_probes > 0 else {}
+    return TrainingEvaluator(ev.benchmark, ev.data_dir, ev.targets, ev.suites, options), criterion
+
+
+def run(config: PPOConfig):
+    from verl.trainer.ray_trainer import RayPPOTrainer
+    from verl.utils.dataset import PromptDataset, PromptDatasetSpec
+    from verl.workers import fsdp_utils
+    from verl.workers.reward import RewardManager
+
+    model_cfg = config.worker.actor.model
+    tokenizer = fsdp_utils.load_tokenizer(model_cfg.tokenizer_path or model_cfg.model_path)
+    spec = PromptDatasetSpec(
+        prompt_key=config.data.prompt_key,
+        answer_key=config.data.answer_key,
+        max_prompt_length=config.data.max_prompt_length,
+        truncation=config.data.truncation,
+        apply_chat_template=config.data.apply_chat_template,
+        system_prompt=config.data.system_prompt,
+    )
+    train = PromptDataset(config.data.train_files.split(","), tokenizer, spec) if config.data.train_files else None
+    val = PromptDataset(config.data.val_files.split(","), tokenizer, spec) if config.data.val_files else None
+    reward_fn = RewardManager(config.worker.reward, tokenizer)
+    if train is not None:
+        steps_per_epoch = len(train) // config.data.rollout_batch_size
+        total = steps_per_epoch * config.trainer.total_epochs
+        if config.trainer.max_steps > 0:
+            total = min(total, config.trainer.max_steps)
+        updates = config.data.rollout_batch_size // config.worker.actor.global_batch_size
+        config.worker.actor.optim.training_steps = total * updates * config.worker.actor.ppo_epochs
+        config.worker.critic.optim.training_steps = total * updates * config.worker.critic.ppo_epochs
+    if config.worker.num_threads <= 0:
+        per_node = config.trainer.n_gpus_per_node or config.trainer.n_workers
+        config.worker.num_threads = max(1, round(((os.cpu_count() or 2) - 0.5) / per_node))
+    evaluator, criterion = build_evaluator(config)
+    groups = build_worker_groups(config)
+    trainer = RayPPOTrainer(config, tokenizer, train, val, reward_fn, groups, evaluator, criterion)
+    return trainer.fit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        print("\n".join(describe_config(PPOConfig)))
+        return
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        config = load_config(PPOConfig, argv)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    run(config)
+
+
+if __name__ == "__main__":
+    main()

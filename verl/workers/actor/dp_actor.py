@@ -1,0 +1,164 @@
+"""Data-parallel actor: log-probs of responses and the PPO-style policy update on one worker.
+
+The module is FSDP2-sharded across the worker group; every rank runs the same number of
+forward/backward passes on its own chunk of the batch. Losses use a *global* normalizer (token or
+sequence count of the whole mini-batch across ranks), so gradient accumulation over micro-batches
+and averaging over ranks give exactly the full-batch loss's gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from verl.protocol import DataProto
+from verl.trainer import core_algos
+from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits, masked_mean
+from verl.workers.config import ActorConfig
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "responses")
+
+
+def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    """Logits predicting each response token: (bs, response_length, vocab), divided by ``temperature``.
+
+    Only the last ``response_length + 1`` positions go through the LM head (``logits_to_keep``),
+    which saves most of the vocabulary projection for long prompts.
+    """
+    response_length = batch["responses"].shape[1]
+    out = module(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+        logits_to_keep=response_length + 1,
+    )
+    logits = out.logits[:, -response_length - 1 : -1, :]
+    return logits.float() / temperature if temperature > 0 else logits.float()
+
+
+def clip_and_step(
+    module: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler=None
+) -> tuple[float, bool]:
+    """Clip the gradient norm; step unless it is non-finite (then skip and zero the grads)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm=max_grad_norm)
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    grad_norm = float(grad_norm)
+    finite = math.isfinite(grad_norm)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    return grad_norm, finite
+
+
+def global_sum(value: float) -> float:
+    """Sum of a float over all data-parallel ranks (identity without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)  # gloo handles CPU tensors; NCCL needs the device copy below
+    return float(tensor.item())
+
+
+class DataParallelActor:
+    def __init__(self, config: ActorConfig, module: nn.Module, optimizer=None, lr_scheduler=None, device=None):
+        self.config = config
+        self.module = module
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.device = device or torch.device("cpu")
+
+    def _micro_batches(self, data: DataProto, keys: tuple[str, ...], size: int):
+        for micro in data.select(batch_keys=[k for k in keys if k in data.batch.keys()]).split(size):
+            yield {k: v.to(self.device) for k, v in micro.batch.items()}
+
+    @torch.no_grad()
+    def compute_log_prob(self, data: DataProto) -> torch.Tensor:
+        """(bs, response_length) log-probs of ``responses`` at ``meta_info['temperature']``."""
+        self.module.eval()
+        temperature = float(data.meta_info.get("temperature", 1.0))
+        size = self.config.micro_batch_size_per_device_for_experience
+        out = []
+        for batch in self._micro_batches(data, MODEL_INPUTS, size):
+            logits = response_logits(self.module, batch, temperature)
+            out.append(logprobs_from_logits(logits, batch["responses"]).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _loss_normalizer(self, mini: DataProto) -> float:
+        """Global token (or sequence) count of this mini-batch over ranks, divided by world size."""
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if self.config.loss_agg_mode == "token-mean":
+            local = float(mini.batch["response_mask"].sum())
+        else:
+            local = float(len(mini))
+        return max(global_sum(local), 1.0) / world
+
+    def update_policy(self, data: DataProto) -> dict[str, list[float]]:
+        """PPO/GRPO update over mini-batches x ppo_epochs x micro-batches (gradient accumulation).
+
+        ``data`` (this rank's chunk) needs responses, input_ids, attention_mask, position_ids,
+        response_mask, old_log_probs, advantages (and ref_log_probs when ``use_kl_loss``).
+        Returns lists of per-micro-batch (losses) and per-step (grad_norm, lr) metrics.
+        """
+        cfg = self.config
+        self.module.train()
+        temperature = float(data.meta_info.get("temperature", 1.0))
+        keys = (*MODEL_INPUTS, "response_mask", "old_log_probs", "advantages")
+        if cfg.use_kl_loss:
+            keys = (*keys, "ref_log_probs")
+        metrics: dict[str, list[float]] = defaultdict(list)
+        mini_size = cfg.global_batch_size_per_device if cfg.global_batch_size_per_device > 0 else len(data)
+        for _ in range(cfg.ppo_epochs):
+            for mini in data.split(mini_size):
+                normalizer = self._loss_normalizer(mini)
+                for batch in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
+                    self._accumulate(batch, temperature, normalizer, metrics)
+                grad_norm, finite = clip_and_step(self.module, self.optimizer, cfg.max_grad_norm, self.lr_scheduler)
+                metrics["actor/grad_norm"].append(grad_norm)
+                metrics["actor/skipped_nonfinite_steps"].append(0.0 if finite else 1.0)
+                if self.lr_scheduler is not None:
+                    metrics["actor/lr"].append(self.lr_scheduler.get_last_lr()[0])
+        return dict(metrics)
+
+    def _accumulate(self, batch: dict, temperature: float, normalizer: float, metrics: dict) -> None:
+        cfg = self.config
+        mask = batch["response_mask"].float()
+        logits = response_logits(self.module, batch, temperature)
+        log_probs = logprobs_from_logits(logits, batch["responses"])
+        pg_loss, pg_metrics = core_algos.compute_policy_loss(
+            cfg.policy_loss,
+            old_log_probs=batch["old_log_probs"],
+            log_probs=log_probs,
+            advantages=batch["advantages"],
+            response_mask=mask,
+            clip_ratio_low=cfg.clip_ratio_low,
+            clip_ratio_high=cfg.clip_ratio_high,
+            clip_ratio_dual=cfg.clip_ratio_dual,
+            loss_agg_mode=cfg.loss_agg_mode,
+            normalizer=normalizer,
+        )
+        loss = pg_loss
+        if cfg.entropy_coeff != 0:
+            entropy = entropy_from_logits(logits)
+            entropy_loss = core_algos.compute_entropy_loss(entropy, mask, cfg.loss_agg_mode, normalizer)
+            loss = loss - cfg.entropy_coeff * entropy_loss
+        else:
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits.detach())
+        if cfg.use_kl_loss:
+            kl = core_algos.compute_kl(log_probs, batch["ref_log_probs"], cfg.kl_penalty)
+            kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode, normalizer)
+            loss = loss + cfg.kl_coef * kl_loss
+            metrics["actor/kl_loss"].append(masked_mean(kl.detach(), mask).item())
+        loss.backward()
+        metrics["actor/pg_loss"].append(pg_loss.item())
+        metrics["actor/entropy"].append(masked_mean(entropy, mask).item())
+        for key, value in pg_metrics.items():
+            metrics[f"actor/{key}"].append(float(value))

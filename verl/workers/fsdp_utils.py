@@ -1,0 +1,206 @@
+"""Building, sharding (torch FSDP2), gathering and offloading models inside a worker."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from verl.utils import device as dev
+from verl.workers.config import FSDPConfig, LoraConfig, ModelConfig
+
+
+def resolve_model_path(path: str) -> str:
+    """'smollm2' / 'embedded:smollm2' / 'tiny:DIR' / a folder / a hub id -> what transformers loads."""
+    from verl.utils.models import resolve_model_path as resolve
+
+    return resolve(path)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_path: str, config: ModelConfig, dtype: torch.dtype, value_head: bool = False) -> nn.Module:
+    """Load an HF causal LM on the CPU (FSDP moves each rank's shard to the device afterwards)."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    path = resolve_model_path(model_path)
+    if not path:
+        raise ValueError("model path is empty: set worker.actor.model.model_path")
+    kwargs: dict[str, Any] = dict(
+        dtype=dtype, trust_remote_code=config.trust_remote_code, attn_implementation=config.attn_implementation
+    )
+    try:
+        if value_head:
+            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ValueError(f"cannot load model {model_path!r} (resolved to {path!r}): {e}") from e
+    model.config.use_cache = False
+    return model
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    targets = lora.target_modules
+    target_modules: Any = "all-linear" if targets == ["all-linear"] else list(targets)
+    peft_config = PeftLoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=target_modules,
+        bias="none",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks (each becomes one FSDP unit)."""
+    classes = set(getattr(model, "_no_split_modules", None) or [])
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    classes |= set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in classes]
+    if not layers:
+        raise ValueError(f"cannot find the decoder layers of {type(base).__name__} (no _no_split_modules)")
+    return layers
+
+
+def fsdp_shard(model: nn.Module, fsdp: FSDPConfig, mixed_precision: bool) -> nn.Module:
+    """FSDP2: ``fully_shard`` every decoder layer, then the root, over a 1-D mesh of all ranks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(dev.get_device_name(), (dist.get_world_size(),))
+    kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": fsdp.reshard_after_forward}
+    if mixed_precision:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if fsdp.cpu_offload and dev.get_device_name() != "cpu":
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    if not fsdp.enable_full_shard:
+        kwargs["reshard_after_forward"] = False
+    for layer in decoder_layers(model):
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def local_numel(model: nn.Module) -> tuple[int, int]:
+    """(parameters this rank really holds, parameters of the full model)."""
+    from torch.distributed.tensor import DTensor
+
+    local = full = 0
+    for p in model.parameters():
+        full += p.numel()
+        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
+    return local, full
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Gather the full (unsharded) state dict on every rank; collective: all ranks must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+
+
+def sharded_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """This rank's shards of the model and optimizer state (DTensors), for per-rank checkpoints."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    return state
+
+
+def load_sharded_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None and "optimizer" in state:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+def move_module(model: nn.Module, device: torch.device | str) -> None:
+    """Manual offload: move parameters (and grads) between the accelerator and the CPU; no-op on CPU."""
+    if dev.get_device_name() == "cpu":
+        return
+    model.to(device)
+
+
+def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+    if dev.get_device_name() == "cpu":
+        return
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.to(device, non_blocking=True)
+
+
+def init_distributed() -> None:
+    """Join the process group set up by the worker group (RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+    if dist.is_initialized():
+        return
+    dev.set_device()
+    dist.init_process_group(
+        backend=dev.get_dist_backend(),
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )
+
+
+def merged_lora_state_dict(peft_model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full PEFT state dict -> base-model state dict with every LoRA update merged (W + s * B @ A)."""
+    config = peft_model.peft_config["default"]
+    scaling = config.lora_alpha / config.r
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if ".lora_" in key:
+            continue
+        name = key.removeprefix("base_model.model.")
+        if ".base_layer." in key:
+            stem = key.split(".base_layer.")[0]
+            lora_a = state.get(f"{stem}.lora_A.default.weight")
+            lora_b = state.get(f"{stem}.lora_B.default.weight")
+            if lora_a is not None and lora_b is not None and key.endswith("weight"):
+                value = value + scaling * (lora_b.float() @ lora_a.float()).to(value.dtype)
+            name = name.replace(".base_layer.", ".")
+        merged[name] = value
+    return merged
+
+
+def save_hf_folder(model_cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer, path: str) -> None:
+    """Write ``state`` as a plain HF model folder (config, safetensors, tokenizer), atomically."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_model_path(model_cfg.model_path)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict({k: v.float().cpu() for k, v in state.items()}, strict=False)
+    if unexpected or [k for k in missing if "rotary" not in k and k != "lm_head.weight"]:
+        raise RuntimeError(
+            f"export: state dict does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    target = os.path.abspath(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(target))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.replace(tmp, target)

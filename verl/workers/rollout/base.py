@@ -1,0 +1,65 @@
+"""The rollout interface shared by the HF and vLLM backends.
+
+``generate_sequences(prompts)`` takes a DataProto of left-padded prompts and returns one row per
+sample (each prompt repeated ``n`` times, interleaved), with:
+
+=====================  ==============================  ====================================
+key                    shape                           meaning
+=====================  ==============================  ====================================
+``prompts``            (bs*n, prompt_length)           left-padded prompt ids
+``responses``          (bs*n, response_length)         generated ids, right-padded
+``input_ids``          (bs*n, prompt+response)         both, concatenated
+``attention_mask``     (bs*n, prompt+response)         1 on real prompt and response tokens
+``position_ids``       (bs*n, prompt+response)         positions over real tokens
+``response_mask``      (bs*n, response_length)         1 on generated tokens (incl. EOS/stop)
+``rollout_log_probs``  (bs*n, response_length)         log-probs of the sampled tokens
+=====================  ==============================  ====================================
+
+Every non-tensor field of the prompts is repeated along with them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from verl.protocol import DataProto
+from verl.workers.rollout.sampling import position_ids_from_mask
+
+
+class BaseRollout(ABC):
+    @abstractmethod
+    def generate_sequences(self, prompts: DataProto) -> DataProto: ...
+
+    def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the actor's current (full) weights before generating."""
+
+    def sleep(self) -> None:
+        """Free generation memory after a rollout (vLLM); no-op by default."""
+
+    def wake_up(self) -> None:
+        """Re-acquire generation memory before a rollout (vLLM); no-op by default."""
+
+
+def assemble_output(
+    prompts: DataProto,
+    n: int,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    log_probs: torch.Tensor,
+) -> DataProto:
+    """Build the shared output layout from ``n``-times repeated prompts and their responses."""
+    repeated = prompts.repeat(n, interleave=True)
+    prompt_ids = repeated.batch["input_ids"]
+    attention_mask = torch.cat([repeated.batch["attention_mask"], response_mask.to(prompt_ids.device)], dim=1)
+    tensors = {
+        "prompts": prompt_ids,
+        "responses": responses,
+        "input_ids": torch.cat([prompt_ids, responses], dim=1),
+        "attention_mask": attention_mask,
+        "position_ids": position_ids_from_mask(attention_mask),
+        "response_mask": response_mask,
+        "rollout_log_probs": log_probs,
+    }
+    return DataProto.from_dict(tensors, dict(repeated.non_tensor_batch), dict(prompts.meta_info))

@@ -1,0 +1,76 @@
+"""HF rollout: a full (unsharded) copy of the policy that generates with a KV-cached sampling loop.
+
+Before each rollout the worker gathers the FSDP actor's full parameters and loads them here
+(``sync_weights``), the same contract as the vLLM backend's weight sync.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from verl.protocol import DataProto
+from verl.workers.config import RolloutConfig
+from verl.workers.rollout.base import BaseRollout, assemble_output
+from verl.workers.rollout.sampling import SamplingSpec, sample
+
+
+class HFRollout(BaseRollout):
+    def __init__(self, model: nn.Module, tokenizer, config: RolloutConfig, rank: int = 0):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.generator = torch.Generator(device=next(model.parameters()).device)
+        self.generator.manual_seed(config.seed + 1000 * rank)
+
+    def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if "rotary" not in k]
+        if missing or unexpected:
+            raise RuntimeError(f"rollout weight sync mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def _spec(self, meta: dict) -> tuple[SamplingSpec, int]:
+        cfg = self.config
+        eos = self.tokenizer.eos_token_id
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        gen_cfg = getattr(self.model, "generation_config", None)
+        extra = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+        for token in extra if isinstance(extra, (list, tuple)) else [extra]:
+            if token is not None and token not in eos_ids:
+                eos_ids.append(token)
+        spec = SamplingSpec(
+            max_new_tokens=int(meta.get("max_new_tokens", cfg.response_length)),
+            temperature=float(meta.get("temperature", cfg.temperature)),
+            top_p=float(meta.get("top_p", cfg.top_p)),
+            top_k=int(meta.get("top_k", cfg.top_k)),
+            stop=list(meta.get("stop", cfg.stop)),
+            eos_token_ids=eos_ids,
+        )
+        return spec, int(meta.get("n", cfg.n))
+
+    @torch.no_grad()
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        """(bs, prompt_length) prompts -> (bs*n) rows in the layout of ``rollout.base``.
+
+        ``prompts.meta_info`` may override sampling: temperature, top_p, top_k, n, stop, max_new_tokens.
+        """
+        spec, n = self._spec(prompts.meta_info)
+        device = next(self.model.parameters()).device
+        repeated = prompts.repeat(n, interleave=True)
+        ids = repeated.batch["input_ids"].to(device)
+        mask = repeated.batch["attention_mask"].to(device)
+        pad = self.tokenizer.pad_token_id
+        chunks = []
+        size = max(1, self.config.micro_batch_size)
+        for start in range(0, ids.shape[0], size):
+            chunk_ids, chunk_mask = ids[start : start + size], mask[start : start + size]
+            keep = int(chunk_mask.sum(0).nonzero().min()) if chunk_mask.any() else 0  # drop all-pad columns
+            chunks.append(
+                sample(
+                    self.model, chunk_ids[:, keep:], chunk_mask[:, keep:], spec, pad, self.tokenizer, self.generator
+                )
+            )
+        responses = torch.cat([c.responses for c in chunks]).cpu()
+        response_mask = torch.cat([c.response_mask for c in chunks]).cpu()
+        log_probs = torch.cat([c.log_probs for c in chunks]).cpu()
+        return assemble_output(prompts, n, responses, response_mask, log_probs)

@@ -1,0 +1,122 @@
+"""A KV-cached sampling loop over any HF causal LM (the CPU rollout backend's core).
+
+Unlike ``model.generate`` it returns, per sequence, exactly which tokens were generated (stop
+strings and EOS handled per row) and the log-probability of each sampled token under the
+temperature-scaled distribution, which is what the actor recomputes and what vLLM returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SamplingSpec:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    """0 = greedy."""
+    top_p: float = 1.0
+    top_k: int = -1
+    stop: list[str] = field(default_factory=list)
+    eos_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SampleOutput:
+    responses: torch.Tensor
+    """(bs, max_new_tokens) generated ids, right-padded with ``pad_token_id``."""
+    response_mask: torch.Tensor
+    """(bs, max_new_tokens) 1 for generated tokens (up to and including EOS / the stop string)."""
+    log_probs: torch.Tensor
+    """(bs, max_new_tokens) log-prob of each generated token at temperature T (0 where masked)."""
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(bs, seq_len) 0/1 mask -> positions counting only real tokens (left padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (bs, V) logits outside the top-k / nucleus (top-p) set with -inf."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative - sorted_logits.softmax(-1) > top_p  # keep the first token past top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def _hit_stop(tokenizer, generated: torch.Tensor, stop: list[str]) -> bool:
+    text = tokenizer.decode(generated[-16:], skip_special_tokens=False)
+    return any(s in text for s in stop)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    spec: SamplingSpec,
+    pad_token_id: int,
+    tokenizer=None,
+    generator: torch.Generator | None = None,
+) -> SampleOutput:
+    """Generate up to ``spec.max_new_tokens`` tokens for left-padded prompts.
+
+    Args:
+        input_ids: (bs, prompt_len) left-padded prompt ids.
+        attention_mask: (bs, prompt_len) 1 for real prompt tokens.
+        tokenizer: needed only when ``spec.stop`` is not empty.
+    """
+    from transformers import DynamicCache
+
+    if spec.stop and tokenizer is None:
+        raise ValueError("stop strings need a tokenizer")
+    bs, device = input_ids.shape[0], input_ids.device
+    eos = torch.tensor(spec.eos_token_ids or [-1], device=device)
+    responses = torch.full((bs, spec.max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    mask = torch.zeros((bs, spec.max_new_tokens), dtype=torch.long, device=device)
+    log_probs = torch.zeros((bs, spec.max_new_tokens), dtype=torch.float32, device=device)
+    finished = torch.zeros(bs, dtype=torch.bool, device=device)
+
+    cache = DynamicCache()
+    attn = attention_mask.long()
+    positions = position_ids_from_mask(attn)
+    step_ids = input_ids
+    for t in range(spec.max_new_tokens):
+        out = model(
+            input_ids=step_ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        if spec.temperature > 0:
+            scaled = logits / spec.temperature
+            probs = filter_logits(scaled, spec.top_k, spec.top_p).softmax(-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            scaled = logits
+            token = logits.argmax(-1)
+        token_logp = scaled.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+        active = ~finished
+        responses[:, t] = token
+        mask[:, t] = active.long()
+        log_probs[:, t] = torch.where(active, token_logp, torch.zeros_like(token_logp))
+        finished |= active & torch.isin(token, eos)
+        if spec.stop:
+            for i in torch.nonzero(active & ~finished).flatten().tolist():
+                if _hit_stop(tokenizer, responses[i, : t + 1], spec.stop):
+                    finished[i] = True
+        if bool(finished.all()):
+            break
+        step_ids = token[:, None]
+        attn = torch.cat([attn, torch.ones((bs, 1), dtype=attn.dtype, device=device)], dim=1)
+        positions = positions[:, -1:] + 1
+    return SampleOutput(responses=responses, response_mask=mask, log_probs=log_probs)
