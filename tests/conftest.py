@@ -38,3 +38,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    from verl.single_controller import init_ray
+
+    if ray.is_initialized():  # another test package started it: reuse
+        yield ray
+        return
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

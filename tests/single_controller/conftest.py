@@ -1,24 +1,10 @@
-"""One local Ray instance for the whole test session (starting Ray costs ~5 s)."""
+"""Fixtures of the single-controller tests (the session Ray instance lives in tests/conftest.py)."""
 
 import os
 
 import pytest
 
 DIST_ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    from verl.single_controller import init_ray
-
-    if ray.is_initialized():  # another test package started it: reuse
-        yield ray
-        return
-    init_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture

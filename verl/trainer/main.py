@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from verl.trainer.config import PPOConfig
 from verl.utils.config import ConfigError, describe_config, load_config
@@ -19,8 +20,9 @@ OFFLINE_DEFAULTS = {
 }
 
 
-def build_worker_groups(config: PPOConfig) -> dict:
-    """``{"actor_rollout_ref": wg, "critic": wg?}`` on Ray (colocated in one process per worker) or in-process."""
+def build_worker_groups(config: PPOConfig) -> tuple[dict, Callable[[], None]]:
+    """``({"actor_rollout_ref": wg, "critic": wg?}, shutdown)``: on Ray, the roles share one process
+    per worker (colocated); in-process, one worker without Ray."""
     from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
     from verl.workers.fsdp_worker import FSDPWorker
 
@@ -31,6 +33,10 @@ def build_worker_groups(config: PPOConfig) -> dict:
         groups = {"actor_rollout_ref": InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, role))}
         if use_critic:
             groups["critic"] = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, "critic"))
+
+        def shutdown() -> None:
+            pass
+
     else:
         from verl.single_controller.ray import (
             RayClassWithInitArgs,
@@ -50,9 +56,18 @@ def build_worker_groups(config: PPOConfig) -> dict:
             classes["critic"] = RayClassWithInitArgs(FSDPWorker, config.worker, "critic")
         group = RayWorkerGroup(pool, create_colocated_worker_cls(classes))
         groups = group.spawn(set(classes))
-    for group in groups.values():
-        group.init_model()
-    return groups
+
+        def shutdown() -> None:
+            group.shutdown()
+            pool.remove()
+
+    try:
+        for wg in groups.values():
+            wg.init_model()
+    except BaseException:
+        shutdown()
+        raise
+    return groups, shutdown
 
 
 def build_evaluator(config: PPOConfig):
@@ -102,9 +117,12 @@ def run(config: PPOConfig):
         per_node = config.trainer.n_gpus_per_node or config.trainer.n_workers
         config.worker.num_threads = max(1, round(((os.cpu_count() or 2) - 0.5) / per_node))
     evaluator, criterion = build_evaluator(config)
-    groups = build_worker_groups(config)
-    trainer = RayPPOTrainer(config, tokenizer, train, val, reward_fn, groups, evaluator, criterion)
-    return trainer.fit()
+    groups, shutdown = build_worker_groups(config)
+    try:
+        trainer = RayPPOTrainer(config, tokenizer, train, val, reward_fn, groups, evaluator, criterion)
+        return trainer.fit()
+    finally:
+        shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
