@@ -125,3 +125,24 @@ def test_grpo_on_two_ray_fsdp_workers_raises_reward(tiny_model, tmp_path, ray_se
     rewards = [m["reward/overall"] for m in read_metrics(tmp_path / "out" / "rebo")]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert len(rewards) == 20 and last > 2 * first and last > 0.2, rewards
+
+
+def test_on_policy_update_without_old_log_probs_equals_recomputed(tiny_model):
+    """Skipping the old-log-prob pass (ratio of the update's own detached log-probs) changes nothing."""
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    cfg = worker_config(tiny_model)
+    results = []
+    for recompute in (True, False):
+        group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor"))
+        group.init_model()
+        batch = fixed_batch(seed=3)
+        if recompute:
+            batch.batch["old_log_probs"] = group.compute_log_prob(batch).batch["old_log_probs"]
+        metrics = group.update_actor(batch)[0]
+        results.append((group.full_state_dict()[0], metrics["actor/pg_loss"]))
+    (recomputed, loss_a), (on_policy, loss_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for key, value in recomputed.items():
+        assert torch.allclose(value, on_policy[key], atol=1e-6), key

@@ -112,9 +112,10 @@ class RayPPOTrainer:
                 reward_view = batch.select(["responses", "response_mask"], ["ground_truth"])
                 reward_future = self._executor.submit(self.reward_fn.compute_reward, reward_view)
             with timer("old_log_prob", timings):
-                if cfg.worker.actor.recompute_old_log_probs:
+                mode = self.old_log_prob_mode()
+                if mode == "recompute":
                     batch.union(self.actor_wg.compute_log_prob(batch))
-                else:
+                elif mode == "rollout":
                     batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
             if self.use_ref:
                 with timer("ref", timings):
@@ -136,13 +137,32 @@ class RayPPOTrainer:
         metrics.update(self._data_metrics(batch, timings))
         return reduce_metrics(metrics)
 
+    def old_log_prob_mode(self) -> str:
+        """recompute, rollout, or on_policy (the update uses its own detached log-probs: exact, no extra pass)."""
+        actor = self.config.worker.actor
+        if actor.old_log_probs != "auto":
+            return actor.old_log_probs
+        on_policy = actor.ppo_epochs == 1 and self.config.data.rollout_batch_size == actor.global_batch_size
+        return "on_policy" if on_policy else "recompute"
+
+    def _current_log_probs(self, batch: DataProto) -> torch.Tensor:
+        """Old log-probs if present, else the policy's current ones (for the KL-in-reward and metrics)."""
+        if "old_log_probs" in batch.batch.keys():
+            return batch.batch["old_log_probs"]
+        return batch.batch["rollout_log_probs"]
+
     def _compute_advantage(self, batch: DataProto, scores: torch.Tensor, metrics: dict) -> None:
         algo = self.config.algorithm
         mask = batch.batch["response_mask"].float()
         batch.batch["token_level_scores"] = scores
         if self.use_ref and not algo.use_kl_loss:
             rewards, kl_metrics = core_algos.apply_kl_penalty(
-                scores, batch.batch["old_log_probs"], batch.batch["ref_log_probs"], mask, self.kl_ctrl, algo.kl_penalty
+                scores,
+                self._current_log_probs(batch),
+                batch.batch["ref_log_probs"],
+                mask,
+                self.kl_ctrl,
+                algo.kl_penalty,
             )
             metrics.update(kl_metrics)
         else:
@@ -159,7 +179,7 @@ class RayPPOTrainer:
         )
         batch.batch["advantages"], batch.batch["returns"] = advantages, returns
         if self.use_ref:
-            kl = core_algos.compute_kl(batch.batch["old_log_probs"], batch.batch["ref_log_probs"], "kl")
+            kl = core_algos.compute_kl(self._current_log_probs(batch), batch.batch["ref_log_probs"], "kl")
             metrics["actor/ref_kl"] = masked_mean(kl, mask).item()
 
     def _data_metrics(self, batch: DataProto, timings: dict[str, float]) -> dict[str, float]:
@@ -180,8 +200,12 @@ class RayPPOTrainer:
         return out
 
     # ------------------------------------------------------------------ validation
-    def generate_texts(self, prompts: list[str], sampling: dict) -> list[str]:
-        """Generate with the engine's rollout for already-templated prompt strings (evaluator hook)."""
+    def generate_texts(self, prompts: list[str], sampling) -> list[str]:
+        """Generate with the engine's rollout for already-templated prompt strings (evaluator hook).
+
+        ``sampling`` is a ``verl.eval.SamplingParams`` (n, temperature, top_p, top_k, stop, max_new_tokens);
+        returns ``len(prompts) * n`` texts, samples of one prompt adjacent.
+        """
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         pad = self.tokenizer.pad_token_id
         width = max(len(ids) for ids in encoded)
@@ -189,7 +213,14 @@ class RayPPOTrainer:
         attention_mask = torch.zeros_like(input_ids)
         for i, ids in enumerate(encoded):
             input_ids[i, width - len(ids) :], attention_mask[i, width - len(ids) :] = torch.tensor(ids), 1
-        meta = {"n": 1, **sampling}
+        meta = {
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k if sampling.top_k is not None else -1,
+            "stop": list(sampling.stop or []),
+            "max_new_tokens": sampling.max_new_tokens,
+        }
         batch = DataProto.from_dict({"input_ids": input_ids, "attention_mask": attention_mask}, meta_info=meta)
         out = self.actor_wg.generate_sequences(batch)
         texts = []
@@ -213,7 +244,10 @@ class RayPPOTrainer:
             metrics.update({f"val/reward/{k}": float(np.mean(v)) for k, v in reward_metrics.items()})
             self._log_generations(batch, reward_metrics)
         if self.evaluator is not None:
-            metrics.update(self.evaluator(self.generate_texts, self.global_step))
+            from verl.eval.generator import CallableGenerator
+
+            generator = CallableGenerator(self.tokenizer, self.generate_texts)
+            metrics.update(self.evaluator(generator, self.global_step))
         return metrics
 
     def _log_generations(self, batch: DataProto, reward_metrics: dict) -> None:

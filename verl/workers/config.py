@@ -130,8 +130,10 @@ class ActorConfig:
     """Copied from algorithm.kl_penalty."""
     kl_coef: float = field(default=0.0, init=False)
     """Copied from algorithm.kl_coef."""
-    recompute_old_log_probs: bool = True
-    """Recompute old log-probs with the actor; False reuses the rollout's (exact only when on-policy)."""
+    old_log_probs: str = "auto"
+    """Where the PPO ratio's old log-probs come from: recompute (an extra forward pass), rollout (the
+    sampler's), or auto = detached log-probs of the update's own forward pass when the update is exactly
+    on-policy (one mini-batch, ppo_epochs=1: identical values, one forward pass saved), else recompute."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Sequences per mini-batch on one worker (derived)."""
 
@@ -141,6 +143,7 @@ class ActorConfig:
             ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"],
             "actor.loss_agg_mode",
         )
+        check_choice(self.old_log_probs, ["auto", "recompute", "rollout"], "worker.actor.old_log_probs")
         for key in ("global_batch_size", "micro_batch_size_per_device_for_update", "ppo_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"worker.actor.{key} must be >= 1, got {getattr(self, key)}")

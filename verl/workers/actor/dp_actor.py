@@ -110,7 +110,7 @@ class DataParallelActor:
         cfg = self.config
         self.module.train()
         temperature = float(data.meta_info.get("temperature", 1.0))
-        keys = (*MODEL_INPUTS, "response_mask", "old_log_probs", "advantages")
+        keys = (*MODEL_INPUTS, "response_mask", "old_log_probs", "advantages")  # no old_log_probs = on-policy
         if cfg.use_kl_loss:
             keys = (*keys, "ref_log_probs")
         metrics: dict[str, list[float]] = defaultdict(list)
@@ -134,7 +134,7 @@ class DataParallelActor:
         log_probs = logprobs_from_logits(logits, batch["responses"])
         pg_loss, pg_metrics = core_algos.compute_policy_loss(
             cfg.policy_loss,
-            old_log_probs=batch["old_log_probs"],
+            old_log_probs=batch["old_log_probs"] if "old_log_probs" in batch else log_probs.detach(),
             log_probs=log_probs,
             advantages=batch["advantages"],
             response_mask=mask,
