@@ -146,3 +146,63 @@ def test_on_policy_update_without_old_log_probs_equals_recomputed(tiny_model):
     assert loss_a == pytest.approx(loss_b, rel=1e-6)
     for key, value in recomputed.items():
         assert torch.allclose(value, on_policy[key], atol=1e-6), key
+
+
+def test_lora_reference_is_the_base_model_with_adapter_disabled(tiny_model):
+    """LoRA actor: ref log-probs (adapter off) == the base model's, the actor moves, export merges."""
+    from transformers import AutoModelForCausalLM
+
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.actor.dp_actor import response_logits
+    from verl.utils.torch_functional import logprobs_from_logits
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    cfg = worker_config(tiny_model)
+    cfg.actor.model.lora.rank, cfg.actor.model.lora.alpha = 4, 8
+    cfg.actor.optim.lr = 5e-2
+    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout_ref"))
+    group.init_model()
+    batch = fixed_batch(seed=5)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        base_lp = logprobs_from_logits(response_logits(base, batch.batch.to_dict(), 1.0), batch.batch["responses"])
+    for _ in range(3):
+        group.update_actor(batch)
+    mask = batch.batch["response_mask"].bool()
+    ref = group.compute_ref_log_prob(batch).batch["ref_log_probs"]
+    actor = group.compute_log_prob(batch).batch["old_log_probs"]
+    assert torch.allclose(ref[mask], base_lp[mask], atol=1e-5)
+    assert (actor[mask] - base_lp[mask]).abs().max() > 1e-3  # the adapter really changed the policy
+    worker = group.workers[0]
+    assert sum(p.numel() for p in worker.actor_module.parameters() if p.requires_grad) < 0.2 * sum(
+        p.numel() for p in worker.actor_module.parameters()
+    )
+    # the merged weights reproduce the adapted policy in a plain model (what the rollout and the export use)
+    merged = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    merged.load_state_dict(worker._rollout_state_dict())
+    with torch.no_grad():
+        merged_lp = logprobs_from_logits(response_logits(merged, batch.batch.to_dict(), 1.0), batch.batch["responses"])
+    assert torch.allclose(merged_lp[mask], actor[mask], atol=1e-4)
+
+
+def test_dynamic_batching_gives_the_same_log_probs_and_update(tiny_model):
+    """Token-budget micro-batches (and padding trimming) change the schedule, not the numbers."""
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    outputs = []
+    for dynamic in (False, True):
+        cfg = worker_config(tiny_model)
+        cfg.actor.use_dynamic_bsz, cfg.actor.max_token_len_per_device = dynamic, 24
+        group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor"))
+        group.init_model()
+        batch = fixed_batch(seed=7)
+        log_probs = group.compute_log_prob(batch).batch["old_log_probs"]
+        batch.batch["old_log_probs"] = log_probs
+        group.update_actor(batch)
+        outputs.append((log_probs, group.full_state_dict()[0]))
+    (lp_fixed, sd_fixed), (lp_dynamic, sd_dynamic) = outputs
+    mask = fixed_batch(seed=7).batch["response_mask"].bool()  # values past a row's end are not defined
+    assert torch.allclose(lp_fixed[mask], lp_dynamic[mask], atol=1e-5)
+    for key, value in sd_fixed.items():
+        assert torch.allclose(value, sd_dynamic[key], atol=1e-5), key

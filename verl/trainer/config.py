@@ -139,6 +139,8 @@ class TrainerConfig:
     """Resume from the latest complete checkpoint of this experiment when there is one."""
     export_hf: bool = True
     """Export the final actor as a plain HF folder ({run_dir}/final)."""
+    balance_batch: bool = True
+    """Reorder each rollout batch so every data-parallel rank gets a similar number of tokens."""
     critic_warmup: int = 0
     """Steps that train only the critic (GAE)."""
     seed: int = 1

@@ -21,6 +21,7 @@ from verl.trainer.checkpoint import CheckpointManager
 from verl.trainer.config import PPOConfig
 from verl.utils.config import to_dict
 from verl.utils.dataset import PromptDataset, PromptSampler, save_json_atomic
+from verl.utils.seqlen_balancing import dp_balance_order
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracker, reduce_metrics
 from verl.workers.reward import RewardManager
@@ -108,6 +109,9 @@ class RayPPOTrainer:
             with timer("gen", timings):
                 batch = self.actor_wg.generate_sequences(prompts)
             batch.meta_info["temperature"] = cfg.worker.rollout.temperature
+            if cfg.trainer.balance_batch and self.actor_wg.world_size > 1:
+                lengths = batch.batch["attention_mask"].sum(-1).tolist()
+                batch.reorder(dp_balance_order(lengths, self.actor_wg.world_size))
             with timer("reward", timings):
                 reward_view = batch.select(["responses", "response_mask"], ["ground_truth"])
                 reward_future = self._executor.submit(self.reward_fn.compute_reward, reward_view)

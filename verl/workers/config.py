@@ -134,6 +134,10 @@ class ActorConfig:
     """Where the PPO ratio's old log-probs come from: recompute (an extra forward pass), rollout (the
     sampler's), or auto = detached log-probs of the update's own forward pass when the update is exactly
     on-policy (one mini-batch, ppo_epochs=1: identical values, one forward pass saved), else recompute."""
+    use_dynamic_bsz: bool = False
+    """Pack micro-batches by a token budget (max_token_len_per_device) instead of a fixed row count."""
+    max_token_len_per_device: int = 16384
+    """Token budget of one micro-batch with use_dynamic_bsz (rows x longest row, padding included)."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Sequences per mini-batch on one worker (derived)."""
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from verl.protocol import DataProto
-from verl.trainer import core_algos
+from verl.utils import core_algos
 from verl.utils.torch_functional import masked_mean
 from verl.workers.actor.dp_actor import clip_and_step, global_sum
 from verl.workers.config import CriticConfig

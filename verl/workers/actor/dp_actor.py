@@ -16,7 +16,9 @@ import torch.distributed as dist
 from torch import nn
 
 from verl.protocol import DataProto
-from verl.trainer import core_algos
+from verl.utils import core_algos
+from verl.utils.device import get_torch_device
+from verl.utils.seqlen_balancing import pad_response, restore_order, token_budget_micro_batches, trim_padding
 from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits, masked_mean
 from verl.workers.config import ActorConfig
 
@@ -58,13 +60,22 @@ def clip_and_step(
     return grad_norm, finite
 
 
-def global_sum(value: float) -> float:
-    """Sum of a float over all data-parallel ranks (identity without torch.distributed)."""
+def _all_reduce(value: float, op) -> float:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor)  # gloo handles CPU tensors; NCCL needs the device copy below
+    tensor = torch.tensor([value], dtype=torch.float64, device=get_torch_device())  # NCCL needs device tensors
+    dist.all_reduce(tensor, op=op)
     return float(tensor.item())
+
+
+def global_max(value: float) -> float:
+    """Max of a float over all data-parallel ranks (identity without torch.distributed)."""
+    return _all_reduce(value, dist.ReduceOp.MAX)
+
+
+def global_sum(value: float) -> float:
+    """Sum of a float over all data-parallel ranks (identity without torch.distributed)."""
+    return _all_reduce(value, dist.ReduceOp.SUM)
 
 
 class DataParallelActor:
@@ -75,9 +86,25 @@ class DataParallelActor:
         self.lr_scheduler = lr_scheduler
         self.device = device or torch.device("cpu")
 
+    def _micro_batch_indices(self, data: DataProto, size: int) -> list[list[int]]:
+        """Fixed-size micro-batches, or token-budget ones (``use_dynamic_bsz``) in the same number on every rank."""
+        if not self.config.use_dynamic_bsz:
+            return [list(range(i, min(i + size, len(data)))) for i in range(0, len(data), size)]
+        lengths = data.batch["attention_mask"].sum(-1).tolist()
+        budget = self.config.max_token_len_per_device
+        count = len(token_budget_micro_batches(lengths, budget))
+        count = int(global_max(count))  # FSDP ranks must run the same number of passes
+        return token_budget_micro_batches(lengths, budget, min_count=count)
+
     def _micro_batches(self, data: DataProto, keys: tuple[str, ...], size: int):
-        for micro in data.select(batch_keys=[k for k in keys if k in data.batch.keys()]).split(size):
-            yield {k: v.to(self.device) for k, v in micro.batch.items()}
+        """Yield (indices, trimmed tensors, response_length, is_dummy) per micro-batch."""
+        present = [k for k in keys if k in data.batch.keys()]
+        for indices in self._micro_batch_indices(data, size):
+            dummy = not indices  # a rank with fewer rows still joins the collectives, with zero weight
+            rows = torch.tensor(indices or [0], dtype=torch.long)
+            batch = {k: data.batch[k][rows].to(self.device) for k in present}
+            trimmed, response_length = trim_padding(batch)
+            yield indices, trimmed, response_length, dummy
 
     @torch.no_grad()
     def compute_log_prob(self, data: DataProto) -> torch.Tensor:
@@ -85,11 +112,14 @@ class DataParallelActor:
         self.module.eval()
         temperature = float(data.meta_info.get("temperature", 1.0))
         size = self.config.micro_batch_size_per_device_for_experience
-        out = []
-        for batch in self._micro_batches(data, MODEL_INPUTS, size):
+        outputs, order = [], []
+        for indices, batch, response_length, dummy in self._micro_batches(data, MODEL_INPUTS, size):
             logits = response_logits(self.module, batch, temperature)
-            out.append(logprobs_from_logits(logits, batch["responses"]).cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+            if not dummy:
+                log_probs = logprobs_from_logits(logits, batch["responses"]).cpu()
+                outputs.append(pad_response(log_probs, response_length))
+                order.append(indices)
+        return restore_order(outputs, order) if outputs else torch.zeros(0)
 
     def _loss_normalizer(self, mini: DataProto) -> float:
         """Global token (or sequence) count of this mini-batch over ranks, divided by world size."""
@@ -118,8 +148,8 @@ class DataParallelActor:
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_size):
                 normalizer = self._loss_normalizer(mini)
-                for batch in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
-                    self._accumulate(batch, temperature, normalizer, metrics)
+                for _, batch, _, dummy in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
+                    self._accumulate(batch, temperature, normalizer, metrics, weight=0.0 if dummy else 1.0)
                 grad_norm, finite = clip_and_step(self.module, self.optimizer, cfg.max_grad_norm, self.lr_scheduler)
                 metrics["actor/grad_norm"].append(grad_norm)
                 metrics["actor/skipped_nonfinite_steps"].append(0.0 if finite else 1.0)
@@ -127,7 +157,7 @@ class DataParallelActor:
                     metrics["actor/lr"].append(self.lr_scheduler.get_last_lr()[0])
         return dict(metrics)
 
-    def _accumulate(self, batch: dict, temperature: float, normalizer: float, metrics: dict) -> None:
+    def _accumulate(self, batch: dict, temperature: float, normalizer: float, metrics: dict, weight: float) -> None:
         cfg = self.config
         mask = batch["response_mask"].float()
         logits = response_logits(self.module, batch, temperature)
@@ -157,7 +187,9 @@ class DataParallelActor:
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode, normalizer)
             loss = loss + cfg.kl_coef * kl_loss
             metrics["actor/kl_loss"].append(masked_mean(kl.detach(), mask).item())
-        loss.backward()
+        (loss * weight).backward()
+        if weight == 0.0:
+            return
         metrics["actor/pg_loss"].append(pg_loss.item())
         metrics["actor/entropy"].append(masked_mean(entropy, mask).item())
         for key, value in pg_metrics.items():

@@ -1,0 +1,82 @@
+"""Refusal-naturalness metrics, computed from generations the RWKU / MUSE suites already produced.
+
+RULE's released code has no naturalness metric (its Read / Help / Truth scores were probably judged by an
+LLM, unverified), so these are rule-based stand-ins built on the reward's own refusal detector
+(:func:`verl.workers.reward.refusal.is_refusal`). No second generation pass: the suite reads the records of
+the ``forget`` / ``neighbor`` (and, when run, ``boundary``) suites - or MUSE's ``muse_knowmem`` - from the
+same :func:`~verl.eval.suites.run_suites` call. The text judged is each record's ``prediction`` (RWKU: the
+stripped generation, "NOANSWER" when empty; MUSE: the cut KnowMem answer).
+
+Definitions (``<g>`` = a probe group, e.g. ``neighbor``):
+
+* ``naturalness_refusal_rate_forget``: share of forget probes whose prediction is a refusal (higher = the
+  model declines forget questions); also per level, ``..._forget_fb`` / ``_qa`` / ``_aa``.
+* ``naturalness_false_refusal_rate_<g>``: share of refusals on probes that should be answered (neighbor,
+  boundary, MUSE retain).
+* ``naturalness_named_refusal_share`` / ``..._ci``: among forget refusals, the share that contains the target
+  name - exact case-sensitive substring as in the ``forget_two_stage_abs_target`` reward, and
+  case-insensitive (RWKU only; None when there is no refusal).
+* ``naturalness_refusal_fluency``: mean RWKU fluency entropy (H2/3 + 2*H3/3, ``fluency_tokenizer``) over the
+  forget refusals; short repetitive refusals score low.
+* ``naturalness_refusal_length_words`` / ``_chars``: mean whitespace word count / character count of the
+  forget refusals.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from verl.eval.suites import SuiteContext, register_suite
+from verl.eval.text_metrics import fluency_entropy, mean_or_none
+
+
+def naturalness_metrics(
+    forget: list[dict], keep_groups: dict[str, list[dict]], target_name: Optional[str], tokenizer: str = "regex"
+) -> tuple[dict, list[dict]]:
+    """Metrics (see the module docstring) and one ``{group, index, refusal}`` row per judged record."""
+    from verl.workers.reward.refusal import is_refusal
+
+    rows = []
+    flags = [is_refusal(r["prediction"]) for r in forget]
+    rows += [
+        {"group": "forget", "level": r.get("level"), "index": r["index"], "refusal": f} for r, f in zip(forget, flags)
+    ]
+    metrics: dict[str, Optional[float]] = {"naturalness_refusal_rate_forget": mean_or_none([float(f) for f in flags])}
+    for level in sorted({r.get("level") for r in forget if r.get("level")}):
+        level_flags = [float(f) for r, f in zip(forget, flags) if r.get("level") == level]
+        metrics[f"naturalness_refusal_rate_forget_{level}"] = mean_or_none(level_flags)
+    for group, records in keep_groups.items():
+        group_flags = [is_refusal(r["prediction"]) for r in records]
+        rows += [
+            {"group": group, "level": r.get("level"), "index": r["index"], "refusal": f}
+            for r, f in zip(records, group_flags)
+        ]
+        metrics[f"naturalness_false_refusal_rate_{group}"] = mean_or_none([float(f) for f in group_flags])
+    refusals = [r["prediction"] for r, f in zip(forget, flags) if f]
+    if target_name:
+        metrics["naturalness_named_refusal_share"] = mean_or_none([float(target_name in t) for t in refusals])
+        metrics["naturalness_named_refusal_share_ci"] = mean_or_none(
+            [float(target_name.casefold() in t.casefold()) for t in refusals]
+        )
+    metrics["naturalness_refusal_fluency"] = mean_or_none([fluency_entropy(t, tokenizer) for t in refusals])
+    metrics["naturalness_refusal_length_words"] = mean_or_none([float(len(t.split())) for t in refusals])
+    metrics["naturalness_refusal_length_chars"] = mean_or_none([float(len(t)) for t in refusals])
+    metrics["naturalness_n_refusals_forget"] = len(refusals)
+    return metrics, rows
+
+
+@register_suite("naturalness", "rwku", requires=("forget", "neighbor"), description="refusal rates / naming / fluency")
+def rwku_naturalness_suite(ctx: SuiteContext) -> dict:
+    forget = ctx.results["forget"]["records"]
+    keep = {name: ctx.results[name]["records"] for name in ("neighbor", "boundary") if name in ctx.results}
+    metrics, rows = naturalness_metrics(forget, keep, ctx.target.name, ctx.options.fluency_tokenizer)
+    return {"metrics": metrics, "records": rows}
+
+
+@register_suite("muse_naturalness", "muse", requires=("muse_knowmem",), description="refusal rates on KnowMem")
+def muse_naturalness_suite(ctx: SuiteContext) -> dict:
+    records = ctx.results["muse_knowmem"]["records"]
+    forget = [r for r in records if r["group"] == "forget"]
+    retain = [r for r in records if r["group"] == "retain"]
+    metrics, rows = naturalness_metrics(forget, {"retain": retain}, None, ctx.options.fluency_tokenizer)
+    return {"metrics": metrics, "records": rows}
