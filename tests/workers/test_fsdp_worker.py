@@ -153,8 +153,8 @@ def test_lora_reference_is_the_base_model_with_adapter_disabled(tiny_model):
     from transformers import AutoModelForCausalLM
 
     from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
-    from verl.workers.actor.dp_actor import response_logits
     from verl.utils.torch_functional import logprobs_from_logits
+    from verl.workers.actor.dp_actor import response_logits
     from verl.workers.fsdp_worker import FSDPWorker
 
     cfg = worker_config(tiny_model)
