@@ -206,3 +206,28 @@ def test_dynamic_batching_gives_the_same_log_probs_and_update(tiny_model):
     assert torch.allclose(lp_fixed[mask], lp_dynamic[mask], atol=1e-5)
     for key, value in sd_fixed.items():
         assert torch.allclose(value, sd_dynamic[key], atol=1e-5), key
+
+
+def test_rollout_log_probs_agree_with_actor_and_follow_weight_sync(tiny_model):
+    """HF rollout: sampled tokens' log-probs == the FSDP actor's recomputed ones, before and after an update."""
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    cfg = worker_config(tiny_model)
+    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
+    group.init_model()
+    tokenizer = group.workers[0].tokenizer
+    encoded = tokenizer(["hello there", "what is two plus three?"], return_tensors="pt", padding=True, padding_side="left")
+    prompts = DataProto.from_dict(
+        {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask},
+        {"uid": ["a", "b"]},
+        {"temperature": 1.0, "n": 3},
+    )
+    for _ in range(2):
+        out = group.generate_sequences(prompts)
+        assert len(out) == 6 and list(out.non_tensor_batch["uid"]) == ["a"] * 3 + ["b"] * 3
+        mask = out.batch["response_mask"].bool()
+        recomputed = group.compute_log_prob(out).batch["old_log_probs"]
+        assert torch.allclose(out.batch["rollout_log_probs"][mask], recomputed[mask], atol=1e-4)
+        out.batch["advantages"] = torch.randn(len(out), 1).expand_as(recomputed).contiguous()
+        group.update_actor(out)  # the next rollout must sample from the updated weights

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from verl.protocol import DataProto
-from verl.workers.rollout.sampling import position_ids_from_mask
+from verl.workers.rollout.sampling import SamplingSpec, position_ids_from_mask
 
 
 class BaseRollout(ABC):
@@ -63,3 +63,24 @@ def assemble_output(
         "rollout_log_probs": log_probs,
     }
     return DataProto.from_dict(tensors, dict(repeated.non_tensor_batch), dict(prompts.meta_info))
+
+
+def sampling_from_meta(meta: dict, config, tokenizer, generation_config=None) -> tuple[SamplingSpec, int]:
+    """Sampling of one rollout call: the rollout config, overridden by ``meta_info`` keys
+    (temperature, top_p, top_k, n, stop, max_new_tokens); EOS ids from the tokenizer and the model's
+    generation config. Returns (spec, n)."""
+    eos = tokenizer.eos_token_id
+    eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    extra = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    for token in extra if isinstance(extra, (list, tuple)) else [extra]:
+        if token is not None and token not in eos_ids:
+            eos_ids.append(token)
+    spec = SamplingSpec(
+        max_new_tokens=int(meta.get("max_new_tokens", config.response_length)),
+        temperature=float(meta.get("temperature", config.temperature)),
+        top_p=float(meta.get("top_p", config.top_p)),
+        top_k=int(meta.get("top_k", config.top_k)),
+        stop=list(meta.get("stop", config.stop)),
+        eos_token_ids=[e for e in eos_ids if e is not None],
+    )
+    return spec, int(meta.get("n", config.n))

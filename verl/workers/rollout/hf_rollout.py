@@ -11,8 +11,8 @@ from torch import nn
 
 from verl.protocol import DataProto
 from verl.workers.config import RolloutConfig
-from verl.workers.rollout.base import BaseRollout, assemble_output
-from verl.workers.rollout.sampling import SamplingSpec, sample
+from verl.workers.rollout.base import BaseRollout, assemble_output, sampling_from_meta
+from verl.workers.rollout.sampling import sample
 
 
 class HFRollout(BaseRollout):
@@ -29,32 +29,14 @@ class HFRollout(BaseRollout):
         if missing or unexpected:
             raise RuntimeError(f"rollout weight sync mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
-    def _spec(self, meta: dict) -> tuple[SamplingSpec, int]:
-        cfg = self.config
-        eos = self.tokenizer.eos_token_id
-        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-        gen_cfg = getattr(self.model, "generation_config", None)
-        extra = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
-        for token in extra if isinstance(extra, (list, tuple)) else [extra]:
-            if token is not None and token not in eos_ids:
-                eos_ids.append(token)
-        spec = SamplingSpec(
-            max_new_tokens=int(meta.get("max_new_tokens", cfg.response_length)),
-            temperature=float(meta.get("temperature", cfg.temperature)),
-            top_p=float(meta.get("top_p", cfg.top_p)),
-            top_k=int(meta.get("top_k", cfg.top_k)),
-            stop=list(meta.get("stop", cfg.stop)),
-            eos_token_ids=eos_ids,
-        )
-        return spec, int(meta.get("n", cfg.n))
-
     @torch.no_grad()
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         """(bs, prompt_length) prompts -> (bs*n) rows in the layout of ``rollout.base``.
 
         ``prompts.meta_info`` may override sampling: temperature, top_p, top_k, n, stop, max_new_tokens.
         """
-        spec, n = self._spec(prompts.meta_info)
+        gen_cfg = getattr(self.model, "generation_config", None)
+        spec, n = sampling_from_meta(prompts.meta_info, self.config, self.tokenizer, gen_cfg)
         device = next(self.model.parameters()).device
         repeated = prompts.repeat(n, interleave=True)
         ids = repeated.batch["input_ids"].to(device)
