@@ -11,6 +11,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # local sockets on 127.0.0.1 (see notes/ENVIRONMENT.md)
+    # Ray starts workers at nice 15; here the workers ARE the training job, so under any other load
+    # (tests, a second run) they would get a few percent of a core.
+    "RAY_worker_niceness": "0",
 }
 # Ray reads some of these when it is imported, so they are set (unless the user did) before `import ray`.
 for _key, _value in RAY_ENV_DEFAULTS.items():

@@ -137,7 +137,11 @@ def move_module(model: nn.Module, device: torch.device | str) -> None:
     """Manual offload: move parameters (and grads) between the accelerator and the CPU; no-op on CPU."""
     if dev.get_device_name() == "cpu":
         return
-    model.to(device)
+    for param in model.parameters():  # works for FSDP2's DTensor shards too (their local tensor moves)
+        param.data = param.data.to(device, non_blocking=True)
+        if param.grad is not None:
+            param.grad = param.grad.to(device, non_blocking=True)
+    dev.empty_cache()
 
 
 def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ class FSDPWorker(Worker):
             self.actor_module = self._build_sharded(cfg.actor.model.model_path, cfg.actor.model, cfg.actor.fsdp, True)
             optimizer, scheduler = self._build_optimizer(self.actor_module, cfg.actor.optim)
             self.actor = DataParallelActor(cfg.actor, self.actor_module, optimizer, scheduler, self.device)
+            if cfg.actor.offload.offload_params:
+                fsdp_utils.move_module(self.actor_module, "cpu")
         if self._is_ref:
             if self._is_actor and cfg.actor.model.lora.rank > 0:
                 self._ref_is_disabled_adapter = True
@@ -119,6 +122,23 @@ class FSDPWorker(Worker):
         model.requires_grad_(False)
         self.rollout = HFRollout(model.to(self.device), self.tokenizer, cfg.rollout, self.rank)
 
+    # ------------------------------------------------------------------ offload (GPU; no-op on CPU)
+    @contextmanager
+    def _actor_on_device(self, with_optimizer: bool = False):
+        """Bring offloaded actor parameters (and optimizer state) to the device for one phase."""
+        offload = self.config.actor.offload
+        if offload.offload_params:
+            fsdp_utils.move_module(self.actor_module, self.device)
+        if with_optimizer and offload.offload_optimizer:
+            fsdp_utils.move_optimizer(self.actor.optimizer, self.device)
+        try:
+            yield
+        finally:
+            if offload.offload_params:
+                fsdp_utils.move_module(self.actor_module, "cpu")
+            if with_optimizer and offload.offload_optimizer:
+                fsdp_utils.move_optimizer(self.actor.optimizer, "cpu")
+
     # ------------------------------------------------------------------ rollout
     def _rollout_state_dict(self) -> dict[str, torch.Tensor]:
         state = fsdp_utils.full_state_dict(self.actor_module)
@@ -131,8 +151,11 @@ class FSDPWorker(Worker):
         if self.rollout is None:
             raise RuntimeError(f"worker role {self.role!r} has no rollout")
         if self._is_actor:
+            with self._actor_on_device():
+                state = self._rollout_state_dict()
             self.rollout.wake_up()
-            self.rollout.sync_weights(self._rollout_state_dict())
+            self.rollout.sync_weights(state)
+            del state
         output = self.rollout.generate_sequences(prompts)
         self.rollout.sleep()
         return output
@@ -140,7 +163,8 @@ class FSDPWorker(Worker):
     # ------------------------------------------------------------------ log-probs and updates
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
-        log_probs = self.actor.compute_log_prob(data)
+        with self._actor_on_device():
+            log_probs = self.actor.compute_log_prob(data)
         return DataProto.from_dict({"old_log_probs": log_probs}, meta_info=dict(data.meta_info))
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
@@ -148,7 +172,7 @@ class FSDPWorker(Worker):
         if self.ref is None:
             raise RuntimeError(f"worker role {self.role!r} has no reference model")
         if self._ref_is_disabled_adapter:
-            with self.actor_module.disable_adapter():
+            with self._actor_on_device(), self.actor_module.disable_adapter():
                 log_probs = self.ref.compute_log_prob(data)
         else:
             log_probs = self.ref.compute_log_prob(data)
@@ -156,7 +180,8 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict[str, list[float]]:
-        return self.actor.update_policy(data)
+        with self._actor_on_device(with_optimizer=True):
+            return self.actor.update_policy(data)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
