@@ -213,18 +213,19 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_config(cls: type, prefix: str = "") -> list[str]:
-    """One line per settable key: ``dotted.key = default  # doc`` (nested sections expanded)."""
+def describe_config(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
+    """One line per settable key: ``dotted.key = default  # doc`` (nested sections expanded, with the
+    defaults the parent's ``default_factory`` gives them)."""
     lines = []
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
-    instance = cls()
+    instance = cls() if instance is None else instance
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(hints[f.name]):
-            lines.extend(describe_config(hints[f.name], key + "."))
+            lines.extend(describe_config(hints[f.name], key + ".", getattr(instance, f.name)))
         else:
             lines.append(f"{key} = {getattr(instance, f.name)!r}  # {docs.get(f.name, '')}")
     return lines

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-CONSOLE_KEYS = ("reward/overall", "val/reward/overall", "actor/kl_loss", "actor/entropy", "timing/step")
+CONSOLE_KEYS = ("reward/overall", "val/reward/overall", "actor/kl_loss", "actor/entropy", "timing/step", "loss", "lr")
 
 
 def reduce_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,133 @@
+"""Tokenization of the training streams: chat template, response-only loss mask, truncation, packing."""
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from RS.config import DataConfig
+from RS.dataset import EncodeSpec, build_streams, collate, encode_prompt_response, encode_texts, render_prompt_response
+from RS.losses import get_loss
+from tests.RS.conftest import write_json
+
+
+def test_chat_rows_mask_the_prompt_and_train_the_end_of_turn(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ids, mask, truncated = encode_prompt_response(tok, "Who is Alice?", "I am not sure.", EncodeSpec())
+    prompt_text = tok.apply_chat_template(
+        [{"role": "user", "content": "Who is Alice?"}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids and not truncated
+    assert mask == [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
+    target = [t for t, m in zip(ids, mask) if m]
+    assert tok.decode(target) == "I am not sure.<|im_end|>"  # ChatML's newline after <|im_end|> is not trained
+    assert target[-1] == tok.eos_token_id
+    _, all_mask, _ = encode_prompt_response(tok, "Who is Alice?", "I am not sure.", EncodeSpec(train_on_prompt=True))
+    assert all(all_mask)
+
+
+def test_llama3_style_template_keeps_its_end_of_turn_token(tiny_tokenizer):
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = (
+        "{{ '<|begin_of_text|>' }}{% for m in messages %}"
+        "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    )
+    prompt, response = render_prompt_response(tok, "Q?", "No idea.", EncodeSpec(system_prompt="Be brief."))
+    assert prompt == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert response == "No idea.<|eot_id|>"
+
+
+def test_without_chat_template_prompt_is_verbatim_and_response_gets_eos(tiny_tokenizer):
+    spec = EncodeSpec(apply_chat_template=False)
+    assert render_prompt_response(tiny_tokenizer, "Question: x\nAnswer: ", "idk", spec) == (
+        "Question: x\nAnswer: ",
+        "idk<|im_end|>",
+    )
+
+
+def test_truncation_splits_in_proportion_and_keeps_the_prompt_end(tiny_tokenizer):
+    tok = tiny_tokenizer
+    prompt, response = "word " * 60, "refuse " * 20
+    full_ids, full_mask, _ = encode_prompt_response(tok, prompt, response, EncodeSpec(max_length=4096))
+    n_prompt, n_response = full_mask.count(0), full_mask.count(1)
+    ids, mask, truncated = encode_prompt_response(tok, prompt, response, EncodeSpec(max_length=40))
+    assert truncated and len(ids) == 40
+    keep_response = int(40 * n_response / (n_prompt + n_response))
+    assert mask.count(1) == keep_response
+    assert ids[: 40 - keep_response] == full_ids[n_prompt - (40 - keep_response) : n_prompt]  # prompt end kept
+    assert ids[40 - keep_response :] == full_ids[n_prompt : n_prompt + keep_response]  # response start kept
+
+
+def test_text_rows_and_packing(tiny_tokenizer):
+    tok = tiny_tokenizer
+    texts = ["alpha beta gamma delta " * 3, "one two three", "red green blue " * 4]
+    plain = encode_texts(tok, texts, EncodeSpec(max_length=512))
+    expected = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    assert plain.ids == expected and all(all(m) for m in plain.loss_mask)
+    packed = encode_texts(tok, texts, EncodeSpec(max_length=8, packing=True))
+    flat = [t for seq in expected for t in seq]
+    assert all(len(ids) == 8 for ids in packed.ids) and len(packed) == len(flat) // 8
+    assert [t for ids in packed.ids for t in ids] == flat[: len(packed) * 8]
+
+
+def test_collate_right_pads(tiny_tokenizer):
+    stream = encode_texts(tiny_tokenizer, ["a b c d e f", "a"], EncodeSpec())
+    out = collate(stream, [1, 0], pad_token_id=3, name="forget")
+    n0, n1 = len(stream.ids[1]), len(stream.ids[0])
+    assert out["forget_input_ids"].shape == (2, n1)
+    assert out["forget_input_ids"][0, n0:].eq(3).all() and out["forget_attention_mask"][0].sum() == n0
+    assert torch.equal(out["forget_loss_mask"][1], torch.ones(n1, dtype=torch.long))
+
+
+def data_cfg(**kwargs) -> SimpleNamespace:
+    cfg = DataConfig(**kwargs)
+    cfg.post_init()
+    return cfg
+
+
+def test_streams_per_loss(tiny_tokenizer, tmp_path):
+    questions = write_json(tmp_path / "q.json", [{"instruction": f"Q{i}?", "subject": "Ann Lee"} for i in range(3)])
+    streams = build_streams(tiny_tokenizer, data_cfg(train_files=questions, format="questions"), get_loss("sft"))
+    refusals = [
+        tiny_tokenizer.decode([t for t, m in zip(i, k) if m])
+        for i, k in zip(streams["forget"].ids, streams["forget"].loss_mask)
+    ]
+    assert refusals[2] == "I'm not sure about Ann Lee.<|im_end|>"
+    rt = build_streams(tiny_tokenizer, data_cfg(train_files=questions, format="questions"), get_loss("rt"))
+    first = tiny_tokenizer.decode([t for t, m in zip(rt["forget"].ids[0], rt["forget"].loss_mask[0]) if m])
+    assert first == "I'm not certain about that.<|im_end|>"  # rt defaults to generic refusals
+
+    pairs = write_json(
+        tmp_path / "p.json",
+        [{"prompt": "Bio of Ann Lee.", "response": ["fake bio", "real bio"], "subject": "Ann Lee"}],
+    )
+    idk = build_streams(tiny_tokenizer, data_cfg(train_files=pairs), get_loss("idkdpo"))
+    chosen = tiny_tokenizer.decode([t for t, m in zip(idk["chosen"].ids[0], idk["chosen"].loss_mask[0]) if m])
+    rejected = tiny_tokenizer.decode([t for t, m in zip(idk["rejected"].ids[0], idk["rejected"].loss_mask[0]) if m])
+    assert (chosen, rejected) == ("I'm not certain about Ann Lee.<|im_end|>", "real bio<|im_end|>")
+    dpo = build_streams(tiny_tokenizer, data_cfg(train_files=pairs), get_loss("dpo"))
+    assert (
+        tiny_tokenizer.decode([t for t, m in zip(dpo["chosen"].ids[0], dpo["chosen"].loss_mask[0]) if m])
+        == "fake bio<|im_end|>"
+    )
+
+    corpus = write_json(tmp_path / "t.json", [{"text": "some facts"}, {"text": "more facts"}])
+    with pytest.raises(ValueError, match="loss 'gd' needs a retain set: set data.retain_files"):
+        build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("gd"))
+    with pytest.raises(ValueError, match="data.retain_files is set but loss 'npo' has no retain term"):
+        build_streams(tiny_tokenizer, data_cfg(train_files=corpus, retain_files=corpus), get_loss("npo"))
+    with pytest.raises(ValueError, match="loss 'dpo' needs pair rows"):
+        build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("dpo"))
+    retain = write_json(tmp_path / "r.json", [{"query": f"Who wrote book {i}?", "answer": "Bob"} for i in range(3)])
+    gd = build_streams(tiny_tokenizer, data_cfg(train_files=corpus, retain_files=retain), get_loss("gd"))
+    assert len(gd["forget"]) == 2 and len(gd["retain"]) == 3
+    assert (
+        tiny_tokenizer.decode([t for t, m in zip(gd["retain"].ids[0], gd["retain"].loss_mask[0]) if m])
+        == "Bob<|im_end|>"
+    )
