@@ -29,25 +29,23 @@ from verl.utils.tracking import Tracker, reduce_metrics
 
 
 def build_worker_group(config: RSConfig):
-    """An initialised ``UnlearnWorker`` group on Ray (``n_workers`` FSDP ranks) or in this process."""
+    """An initialised ``UnlearnWorker`` group on Ray (``n_workers`` FSDP ranks) or in this process,
+    and the function that shuts it down."""
     from RS.worker import UnlearnWorker
-    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.single_controller import ClassWithInitArgs
+    from verl.single_controller.launch import launch_worker_groups
 
     t = config.trainer
-    wc = worker_config(config)
-    args = (wc, config.loss.name, dict(config.loss.params))
-    if t.backend == "inprocess":
-        group = InProcessWorkerGroup(ClassWithInitArgs(UnlearnWorker, *args))
-    else:
-        from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, init_ray
-
-        per_node = t.n_gpus_per_node or t.n_workers
-        cpus = t.cpus_per_worker or max(0.5, ((os.cpu_count() or 2) - 0.5) / per_node)
-        init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else os.cpu_count())
-        pool = RayResourcePool([per_node] * t.nnodes, use_gpu=t.n_gpus_per_node > 0, num_cpus_per_worker=cpus)
-        group = RayWorkerGroup(pool, RayClassWithInitArgs(UnlearnWorker, *args))
-    group.init_model()
-    return group
+    cls = ClassWithInitArgs(UnlearnWorker, worker_config(config), config.loss.name, dict(config.loss.params))
+    groups, shutdown = launch_worker_groups(
+        {"actor": cls}, t.backend, t.nnodes, t.n_gpus_per_node, t.n_workers, t.cpus_per_worker
+    )
+    try:
+        groups["actor"].init_model()
+    except BaseException:
+        shutdown()
+        raise
+    return groups["actor"], shutdown
 
 
 def epoch_batches(n_rows: int, batch_size: int, world: int, seed: int, epoch: int, shuffle: bool) -> list:
@@ -80,6 +78,7 @@ class UnlearnTrainer:
             t.num_threads = max(1, round(((os.cpu_count() or 2) - 0.5) / (t.n_gpus_per_node or t.n_workers)))
         self.ref_logps: dict[str, np.ndarray] = {}
         self.worker_group = worker_group
+        self._shutdown = None
         self.global_step = 0
 
     # ------------------------------------------------------------------ batches
@@ -122,7 +121,7 @@ class UnlearnTrainer:
     # ------------------------------------------------------------------ loop
     def init_workers(self) -> None:
         if self.worker_group is None:
-            self.worker_group = build_worker_group(self.config)
+            self.worker_group, self._shutdown = build_worker_group(self.config)
         if self.loss.needs_ref and not self.ref_logps:
             for stream in self.loss.ref_streams:
                 self.ref_logps[stream] = self.stream_logps(stream, use_ref=True)[0]
@@ -174,10 +173,10 @@ class UnlearnTrainer:
 
     def close(self) -> None:
         """Stop Ray workers and release their resources (a no-op for in-process groups)."""
-        group, self.worker_group = self.worker_group, None
-        if group is not None and hasattr(group, "resource_pool"):
-            group.shutdown()
-            group.resource_pool.remove()
+        shutdown, self._shutdown = self._shutdown, None
+        self.worker_group = None
+        if shutdown is not None:
+            shutdown()
 
     def _report_data(self) -> None:
         parts = []

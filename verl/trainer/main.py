@@ -21,46 +21,20 @@ OFFLINE_DEFAULTS = {
 
 
 def build_worker_groups(config: PPOConfig) -> tuple[dict, Callable[[], None]]:
-    """``({"actor_rollout_ref": wg, "critic": wg?}, shutdown)``: on Ray, the roles share one process
-    per worker (colocated); in-process, one worker without Ray."""
-    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    """``({"actor_rollout_ref": wg, "critic": wg?}, shutdown)``, initialised; on Ray the roles share one
+    process per worker (colocated), in-process one worker without Ray."""
+    from verl.single_controller import ClassWithInitArgs
+    from verl.single_controller.launch import launch_worker_groups
     from verl.workers.fsdp_worker import FSDPWorker
 
     trainer = config.trainer
     role = "actor_rollout_ref" if not config.algorithm.disable_kl else "actor_rollout"
-    use_critic = config.algorithm.adv_estimator == "gae"
-    if trainer.backend == "inprocess":
-        groups = {"actor_rollout_ref": InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, role))}
-        if use_critic:
-            groups["critic"] = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, config.worker, "critic"))
-
-        def shutdown() -> None:
-            pass
-
-    else:
-        from verl.single_controller.ray import (
-            RayClassWithInitArgs,
-            RayResourcePool,
-            RayWorkerGroup,
-            create_colocated_worker_cls,
-            init_ray,
-        )
-
-        use_gpu = trainer.n_gpus_per_node > 0
-        per_node = trainer.n_gpus_per_node or trainer.n_workers
-        cpus = trainer.cpus_per_worker or max(0.5, ((os.cpu_count() or 2) - 0.5) / per_node)
-        init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else os.cpu_count())
-        pool = RayResourcePool([per_node] * trainer.nnodes, use_gpu=use_gpu, num_cpus_per_worker=cpus)
-        classes = {"actor_rollout_ref": RayClassWithInitArgs(FSDPWorker, config.worker, role)}
-        if use_critic:
-            classes["critic"] = RayClassWithInitArgs(FSDPWorker, config.worker, "critic")
-        group = RayWorkerGroup(pool, create_colocated_worker_cls(classes))
-        groups = group.spawn(set(classes))
-
-        def shutdown() -> None:
-            group.shutdown()
-            pool.remove()
-
+    classes = {"actor_rollout_ref": ClassWithInitArgs(FSDPWorker, config.worker, role)}
+    if config.algorithm.adv_estimator == "gae":
+        classes["critic"] = ClassWithInitArgs(FSDPWorker, config.worker, "critic")
+    groups, shutdown = launch_worker_groups(
+        classes, trainer.backend, trainer.nnodes, trainer.n_gpus_per_node, trainer.n_workers, trainer.cpus_per_worker
+    )
     try:
         for wg in groups.values():
             wg.init_model()
