@@ -7,6 +7,7 @@ temperature-scaled distribution, which is what the actor recomputes and what vLL
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -90,11 +91,12 @@ def sample(
     attn = attention_mask.long()
     positions = position_ids_from_mask(attn)
     step_ids = input_ids
+    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     for t in range(spec.max_new_tokens):
         out = model(
-            input_ids=step_ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=step_ids, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_key: cache}
         )
-        cache = out.past_key_values
+        cache = getattr(out, cache_key)
         logits = out.logits[:, -1, :].float()
         if spec.temperature > 0:
             scaled = logits / spec.temperature
