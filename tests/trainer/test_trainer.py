@@ -102,3 +102,33 @@ def test_missing_file_and_row_without_solution(tiny_model, tmp_path):
     bad.write_text('[{"prompt": "hi", "solution": ["a"]}, {"prompt": "no answer"}]')
     with pytest.raises(ValueError, match=r"bad.json row 1: missing key 'solution'"):
         run(load_config(PPOConfig, toy_overrides(tiny_model, str(bad), reward, str(tmp_path))))
+
+
+def test_validation_hook_generates_through_the_engine_and_keeps_the_best_checkpoint(tiny_model, tmp_path, monkeypatch):
+    from verl.eval.generator import SamplingParams
+    from verl.eval.hook import BestCheckpointCriterion
+    from verl.trainer import main as trainer_main
+
+    scripted = {1: (0.5, 0.9), 2: (0.2, 0.7), 3: (0.4, 0.95), 4: (0.45, 0.85)}  # step -> (forget, neighbour)
+    calls = []
+
+    def stub_evaluator(generator, step):
+        texts = generator.generate(["Hello", "What is 2+3?"], SamplingParams(max_new_tokens=4, n=2))
+        assert len(texts) == 4 and all(isinstance(t, str) for t in texts)
+        calls.append(step)
+        forget, neighbour = scripted[step]
+        return {"val/rwku/forget_all": forget, "val/rwku/neighbor_all": neighbour}
+
+    criterion = BestCheckpointCriterion("val/rwku/forget_all", "min", ["val/rwku/neighbor_all>=0.8"])
+    monkeypatch.setattr(trainer_main, "build_evaluator", lambda config: (stub_evaluator, criterion))
+    train, reward = write_toy_task(tmp_path / "task")
+    overrides = {"trainer.max_steps": 4, "trainer.val_freq": 1, "trainer.save_freq": -1, "trainer.save_limit": 1}
+    run(load_config(PPOConfig, toy_overrides(tiny_model, train, reward, str(tmp_path / "out"), **overrides)))
+    assert calls == [1, 2, 3, 4]
+    checkpoints = tmp_path / "out" / "rebo" / "checkpoints"
+    tracker = __import__("json").loads((checkpoints / "tracker.json").read_text())
+    assert tracker["best_step"] == 3 and tracker["latest_step"] == 4  # step 2 is lower but breaks the constraint
+    kept = sorted(p.name for p in checkpoints.glob("global_step_*"))
+    assert kept == ["global_step_3", "global_step_4"]  # the best survives the retention limit
+    metrics = read_metrics(tmp_path / "out" / "rebo")
+    assert [m["val/rwku/forget_all"] for m in metrics] == [0.5, 0.2, 0.4, 0.45]

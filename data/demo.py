@@ -1,0 +1,231 @@
+"""The embedded RULE demo: offline, CPU, SmolLM2-135M-Instruct, a built-in fictitious benchmark.
+
+``python3 -m data.demo [--out log/demo] [--quick]`` runs, for target 1 of the embedded benchmark:
+
+1. **teach**  — SFT on every fact of the fictitious world (targets and neighbours) in RWKU's probe
+   format, so the model has knowledge to unlearn;
+2. **RS**     — Rejection Steering: SFT on target-naming refusals (``reject_target.json``);
+3. **ReBO**   — GRPO on forget + boundary prompts with RULE's reward, KL to the RS model;
+4. **NPO**    — the baseline, on the target's factual bios (``positive.json``), from the taught model;
+5. **eval**   — RWKU forget / neighbour / naturalness suites on every model, a table
+   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``.
+
+Every stage writes its model under ``--out``; a re-run skips stages whose output is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+COLUMNS = [
+    ("forget_fb", "F-FB"),
+    ("forget_qa", "F-QA"),
+    ("forget_aa", "F-AA"),
+    ("forget_all", "F-All"),
+    ("neighbor_fb", "N-FB"),
+    ("neighbor_qa", "N-QA"),
+    ("neighbor_all", "N-All"),
+    ("naturalness_refusal_rate_forget", "Refusal(F)"),
+    ("naturalness_false_refusal_rate_neighbor", "Refusal(N)"),
+    ("naturalness_named_refusal_share", "Named"),
+]
+
+
+def teach_rows(bench: Path, subjects: set[str] | None = None) -> list[dict]:
+    """facts.json -> SFT rows in RWKU's probe format (user content + 'Answer: <fact>').
+
+    ``subjects`` limits them to these entities (the demo's target and its neighbours); None = all.
+    """
+    from verl.eval.prompts import FB_TEMPLATE, QA_TEMPLATE
+
+    rows = []
+    for fact in json.loads((bench / "facts.json").read_text()):
+        if subjects is not None and fact["subject"] not in subjects:
+            continue
+        template = FB_TEMPLATE if fact["kind"] == "cloze" else QA_TEMPLATE
+        rows.append({"prompt": template.format(query=fact["prompt"]), "response": f"Answer: {fact['response']}"})
+    return rows
+
+
+def sft(stage: str, model: str, train_file: Path, out: Path, args, extra: list[str]) -> str:
+    """One RS-trainer run (SFT or an unlearning loss); returns the exported final-epoch folder."""
+    from RS.config import RSConfig
+    from RS.train import run
+    from verl.utils.config import load_config
+
+    run_dir = out / stage
+    final = run_dir / "final"
+    if (final / "config.json").is_file():
+        print(f"[demo] {stage}: reusing {final}", flush=True)
+        return str(final)
+    overrides = [
+        f"model.model_path={model}",
+        f"data.train_files={train_file}",
+        f"trainer.output_dir={out}",
+        f"trainer.experiment_name={stage}",
+        "trainer.save_every_epoch=false",
+        "trainer.backend=inprocess",
+        *extra,
+    ]
+    config = load_config(RSConfig, overrides)
+    run(config)
+    exported = sorted(run_dir.glob("epoch_*"), key=lambda p: int(p.name.split("_")[-1]))
+    os.replace(exported[-1], final)
+    return str(final)
+
+
+def rebo(model: str, target_dir: Path, out: Path, args) -> str:
+    from verl.trainer.config import PPOConfig
+    from verl.trainer.main import run
+    from verl.utils.config import load_config
+
+    final = out / "rebo" / "final"
+    if (final / "config.json").is_file():
+        print(f"[demo] rebo: reusing {final}", flush=True)
+        return str(final)
+    overrides = [
+        f"data.train_files={target_dir / 'rl_rejection_with_fb_neighbor_target.json'}",
+        "data.max_prompt_length=128",
+        f"data.max_response_length={args.rebo_response_tokens}",
+        "data.rollout_batch_size=8",
+        f"worker.actor.model.model_path={model}",
+        "worker.actor.global_batch_size=8",
+        "worker.actor.micro_batch_size_per_device_for_update=8",
+        "worker.actor.micro_batch_size_per_device_for_experience=32",
+        f"worker.actor.optim.lr={args.rebo_lr}",
+        "worker.rollout.n=4",
+        "worker.rollout.micro_batch_size=32",
+        "worker.reward.reward_function=forget_two_stage_abs_target",
+        "algorithm.kl_coef=0.01",
+        f"trainer.max_steps={args.rebo_steps}",
+        f"trainer.total_epochs={args.rebo_steps}",
+        f"trainer.output_dir={out}",
+        "trainer.experiment_name=rebo",
+        "trainer.save_freq=-2",
+        "trainer.logger=[console,jsonl]",
+        "trainer.backend=inprocess",
+    ]
+    run(load_config(PPOConfig, overrides))
+    return str(final)
+
+
+def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | None) -> dict:
+    from verl.eval import HFGenerator, run_suites
+    from verl.eval.report import write_json_atomic
+
+    path = out / "eval" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    generator = HFGenerator.from_pretrained(model, dtype="fp32", batch_size=32)
+    options = {"max_probes": max_probes} if max_probes else {}
+    result = run_suites(
+        generator, "rwku", bench, target=1, suites=["forget", "neighbor", "naturalness"], options=options
+    )
+    result = {"method": name, "model": model, **result}
+    write_json_atomic(path, result)
+    return result
+
+
+def table(results: list[dict]) -> tuple[str, str]:
+    header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    csv = ["method," + ",".join(label for _, label in COLUMNS)]
+    for result in results:
+        values = [result["metrics"].get(key) for key, _ in COLUMNS]
+        cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
+        lines.append(f"| {result['method']} | " + " | ".join(cells) + " |")
+        csv.append(result["method"] + "," + ",".join("" if v is None else f"{100 * v:.2f}" for v in values))
+    return "\n".join(lines), "\n".join(csv) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="log/demo", help="output folder (models, results, table, plot)")
+    parser.add_argument("--model", default="smollm2", help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--teach-epochs", type=int, default=4, help="epochs of the fact-teaching SFT")
+    parser.add_argument(
+        "--teach-all",
+        action="store_true",
+        help="teach every entity's facts, not only the target's and its neighbours'",
+    )
+    parser.add_argument("--teach-lr", type=float, default=1e-4, help="lr of the fact-teaching SFT")
+    parser.add_argument("--rs-epochs", type=int, default=3, help="Rejection Steering epochs")
+    parser.add_argument("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
+    parser.add_argument("--rebo-steps", type=int, default=10, help="ReBO steps (8 prompts x 4 samples each)")
+    parser.add_argument("--rebo-lr", type=float, default=2e-6, help="ReBO lr")
+    parser.add_argument("--rebo-response-tokens", type=int, default=32, help="max new tokens per ReBO sample")
+    parser.add_argument("--npo-epochs", type=int, default=3, help="NPO baseline epochs")
+    parser.add_argument("--npo-lr", type=float, default=1e-5, help="NPO baseline lr")
+    parser.add_argument("--max-probes", type=int, default=0, help="probes per file (0 = all; for quick checks)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from data.embedded import write_embedded_benchmark
+    from verl.eval.pareto import plot_frontier
+    from verl.eval.report import write_json_atomic
+    from verl.utils.models import resolve_model_path
+    from verl.utils.rwku_targets import select_targets
+
+    started = time.time()
+    out = Path(args.out).resolve()
+    bench = out / "benchmark"
+    if not (bench / "facts.json").is_file():
+        write_embedded_benchmark(bench, seed=0)
+    target = select_targets("1", bench)[0]
+    target_dir = bench / "Target" / target.dirname
+    base = resolve_model_path(args.model)
+    neighbours = {
+        p["neighbor"] for level in (1, 2) for p in json.loads((target_dir / f"neighbor_level{level}.json").read_text())
+    }
+    subjects = None if args.teach_all else {target.name, *neighbours}
+    write_json_atomic(out / "data" / "teach.json", teach_rows(bench, subjects))
+    print(f"[demo] target: {target.name}; base model: {base}", flush=True)
+
+    stages = {}
+    stages["teach"] = sft(
+        "teach", base, out / "data" / "teach.json", out, args,
+        [f"optim.lr={args.teach_lr}", f"trainer.epochs={args.teach_epochs}", "optim.warmup_style=cosine",
+         "trainer.batch_size=16", "trainer.micro_batch_size_per_device=16"],
+    )  # fmt: skip
+    stages["rs"] = sft(
+        "rs", stages["teach"], target_dir / "reject_target.json", out, args,
+        [f"optim.lr={args.rs_lr}", f"trainer.epochs={args.rs_epochs}", "trainer.batch_size=4",
+         "trainer.micro_batch_size_per_device=4"],
+    )  # fmt: skip
+    stages["rule"] = rebo(stages["rs"], target_dir, out, args)
+    stages["npo"] = sft(
+        "npo", stages["teach"], target_dir / "positive.json", out, args,
+        [f"optim.lr={args.npo_lr}", f"trainer.epochs={args.npo_epochs}", "loss.name=npo", "loss.params={beta: 0.2}",
+         "trainer.batch_size=4", "trainer.micro_batch_size_per_device=4", "data.format=text"],
+    )  # fmt: skip
+
+    names = {"base": base, "before (taught)": stages["teach"], "RS": stages["rs"], "RULE (RS+ReBO)": stages["rule"]}
+    names["NPO"] = stages["npo"]
+    results = [evaluate(name, path, bench, out, args.max_probes or None) for name, path in names.items()]
+    markdown, csv = table(results)
+    (out / "table.md").write_text(markdown + "\n")
+    (out / "table.csv").write_text(csv)
+    points = {r["method"]: [(r["metrics"]["forget_all"], r["metrics"]["neighbor_all"], r["method"])] for r in results}
+    areas = plot_frontier(points, out / "pareto.png")
+    print("\n" + markdown + "\n", flush=True)
+    before = next(r for r in results if r["method"] == "before (taught)")["metrics"]
+    after = next(r for r in results if r["method"] == "RULE (RS+ReBO)")["metrics"]
+    print(
+        f"forget score {100 * before['forget_all']:.1f} -> {100 * after['forget_all']:.1f}; "
+        f"neighbour score {100 * before['neighbor_all']:.1f} -> {100 * after['neighbor_all']:.1f}; "
+        f"refusal rate on forget probes {100 * (before.get('naturalness_refusal_rate_forget') or 0):.1f} -> "
+        f"{100 * (after.get('naturalness_refusal_rate_forget') or 0):.1f}"
+    )
+    print(f"Pareto areas: {areas}")
+    print(
+        f"[demo] wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'pareto.png'} in {time.time() - started:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
