@@ -54,6 +54,16 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of (bs, V) probabilities by inverse CDF (``torch.multinomial`` is ~40x slower on CPU).
+
+    Zero-probability tokens are never drawn: ``searchsorted(..., right=True)`` lands past flat CDF runs.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+
+
 def _hit_stop(tokenizer, generated: torch.Tensor, stop: list[str]) -> bool:
     text = tokenizer.decode(generated[-16:], skip_special_tokens=False)
     return any(s in text for s in stop)
@@ -91,17 +101,24 @@ def sample(
     attn = attention_mask.long()
     positions = position_ids_from_mask(attn)
     step_ids = input_ids
-    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    params = inspect.signature(model.forward).parameters
+    cache_key = "cache" if "cache" in params else "past_key_values"
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: only the last position
     for t in range(spec.max_new_tokens):
         out = model(
-            input_ids=step_ids, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_key: cache}
+            input_ids=step_ids,
+            attention_mask=attn,
+            position_ids=positions,
+            use_cache=True,
+            **{cache_key: cache},
+            **extra,
         )
         cache = getattr(out, cache_key)
         logits = out.logits[:, -1, :].float()
         if spec.temperature > 0:
-            scaled = logits / spec.temperature
+            scaled = logits / spec.temperature if spec.temperature != 1.0 else logits
             probs = filter_logits(scaled, spec.top_k, spec.top_p).softmax(-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            token = sample_categorical(probs, generator)
         else:
             scaled = logits
             token = logits.argmax(-1)
