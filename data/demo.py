@@ -5,7 +5,9 @@
 1. **teach**  — SFT on every fact of the fictitious world (targets and neighbours) in RWKU's probe
    format, so the model has knowledge to unlearn;
 2. **RS**     — Rejection Steering: SFT on target-naming refusals (``reject_target.json``);
-3. **ReBO**   — GRPO on forget + boundary prompts with RULE's reward, KL to the RS model;
+3. **ReBO**   — GRPO on forget + boundary prompts with RULE's reward, KL to the RS model.
+   RS and ReBO prompts use RWKU's probe template here (the small model learned its facts in that
+   format, and a 135M model does not carry a refusal learned on bare questions over to it);
 4. **NPO**    — the baseline, on the target's factual bios (``positive.json``), from the taught model;
 5. **eval**   — RWKU forget / neighbour / naturalness suites on every model, a table
    (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``.
@@ -51,6 +53,25 @@ def teach_rows(bench: Path, subjects: set[str] | None = None) -> list[dict]:
     return rows
 
 
+def probe_format(question: str) -> str:
+    """A question or cloze in RWKU's user-content template (the format the demo's model learned facts in)."""
+    from verl.eval.prompts import FB_TEMPLATE, QA_TEMPLATE
+
+    return (FB_TEMPLATE if "___" in question else QA_TEMPLATE).format(query=question)
+
+
+def rs_rows(target_dir: Path) -> list[dict]:
+    """reject_target.json in probe format: the refusal follows RWKU's 'Answer:' cue, as at evaluation."""
+    rows = json.loads((target_dir / "reject_target.json").read_text())
+    return [{"prompt": probe_format(r["instruction"]), "response": f"Answer: {r['output']}"} for r in rows]
+
+
+def rebo_rows(target_dir: Path) -> list[dict]:
+    """The ReBO file (forget + boundary rows) with prompts in probe format; solutions unchanged."""
+    rows = json.loads((target_dir / "rl_rejection_with_fb_neighbor_target.json").read_text())
+    return [{"prompt": probe_format(r["prompt"]), "solution": r["solution"]} for r in rows]
+
+
 def sft(stage: str, model: str, train_file: Path, out: Path, args, extra: list[str]) -> str:
     """One RS-trainer run (SFT or an unlearning loss); returns the exported final-epoch folder."""
     from RS.config import RSConfig
@@ -78,7 +99,7 @@ def sft(stage: str, model: str, train_file: Path, out: Path, args, extra: list[s
     return str(final)
 
 
-def rebo(model: str, target_dir: Path, out: Path, args) -> str:
+def rebo(model: str, train_file: Path, out: Path, args) -> str:
     from verl.trainer.config import PPOConfig
     from verl.trainer.main import run
     from verl.utils.config import load_config
@@ -88,7 +109,7 @@ def rebo(model: str, target_dir: Path, out: Path, args) -> str:
         print(f"[demo] rebo: reusing {final}", flush=True)
         return str(final)
     overrides = [
-        f"data.train_files={target_dir / 'rl_rejection_with_fb_neighbor_target.json'}",
+        f"data.train_files={train_file}",
         "data.max_prompt_length=128",
         f"data.max_response_length={args.rebo_response_tokens}",
         "data.rollout_batch_size=8",
@@ -154,9 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--teach-lr", type=float, default=1e-4, help="lr of the fact-teaching SFT")
     parser.add_argument("--rs-epochs", type=int, default=3, help="Rejection Steering epochs")
-    parser.add_argument("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
-    parser.add_argument("--rebo-steps", type=int, default=10, help="ReBO steps (8 prompts x 4 samples each)")
-    parser.add_argument("--rebo-lr", type=float, default=2e-6, help="ReBO lr")
+    parser.add_argument("--rs-lr", type=float, default=5e-5, help="Rejection Steering lr")
+    parser.add_argument("--rebo-steps", type=int, default=12, help="ReBO steps (8 prompts x 4 samples each)")
+    parser.add_argument("--rebo-lr", type=float, default=5e-6, help="ReBO lr")
     parser.add_argument("--rebo-response-tokens", type=int, default=32, help="max new tokens per ReBO sample")
     parser.add_argument("--npo-epochs", type=int, default=3, help="NPO baseline epochs")
     parser.add_argument("--npo-lr", type=float, default=1e-5, help="NPO baseline lr")
@@ -184,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     subjects = None if args.teach_all else {target.name, *neighbours}
     write_json_atomic(out / "data" / "teach.json", teach_rows(bench, subjects))
+    write_json_atomic(out / "data" / "rs.json", rs_rows(target_dir))
+    write_json_atomic(out / "data" / "rebo.json", rebo_rows(target_dir))
     print(f"[demo] target: {target.name}; base model: {base}", flush=True)
 
     stages = {}
@@ -193,11 +216,11 @@ def main(argv: list[str] | None = None) -> None:
          "trainer.batch_size=16", "trainer.micro_batch_size_per_device=16"],
     )  # fmt: skip
     stages["rs"] = sft(
-        "rs", stages["teach"], target_dir / "reject_target.json", out, args,
+        "rs", stages["teach"], out / "data" / "rs.json", out, args,
         [f"optim.lr={args.rs_lr}", f"trainer.epochs={args.rs_epochs}", "trainer.batch_size=4",
          "trainer.micro_batch_size_per_device=4"],
     )  # fmt: skip
-    stages["rule"] = rebo(stages["rs"], target_dir, out, args)
+    stages["rule"] = rebo(stages["rs"], out / "data" / "rebo.json", out, args)
     stages["npo"] = sft(
         "npo", stages["teach"], target_dir / "positive.json", out, args,
         [f"optim.lr={args.npo_lr}", f"trainer.epochs={args.npo_epochs}", "loss.name=npo", "loss.params={beta: 0.2}",

@@ -18,9 +18,15 @@ def test_sets_single_rank_environment(restore_dist_env):
     assert group.workers[0].scale == 4.0
 
 
-def test_one_rank_gloo_group_initialises(restore_dist_env):
-    group = InProcessWorkerGroup(ClassWithInitArgs(ToyWorker))
-    assert group.gloo_all_reduce_rank() == [0.0]
+def test_one_rank_gloo_group_initialises():
+    """In a fresh interpreter: other in-process tests leave torch.distributed initialised in this one."""
+    code = (
+        "from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup\n"
+        "from tests.single_controller.toy_workers import ToyWorker\n"
+        "assert InProcessWorkerGroup(ClassWithInitArgs(ToyWorker)).gloo_all_reduce_rank() == [0.0]\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
 def test_simulated_ranks_leave_rank_zero_environment(restore_dist_env):
