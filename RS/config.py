@@ -34,9 +34,10 @@ class DataConfig:
     chosen_index: int = 0
     """pair rows with response=[a, b]: which one is chosen (RWKU pair.json: 0 = counterfactual)."""
     retain_files: str = ""
-    """Retain rows for gd / npo_gd (text or sft rows), cycled alongside the forget rows."""
+    """Retain rows for gd / npo_gd / sft_retain (text or sft rows), cycled alongside the forget rows."""
     retain_format: str = "auto"
-    """Format of retain_files: auto, sft or text."""
+    """Format of retain_files: auto, sft, text, or boundary (RULE's reject_with_fb_neighbor_target.json ->
+    its neighbour and FB-neighbour questions with their answers)."""
     refusals: str = ""
     """Refusal templates (JSON list or one per line); empty = built-in list for the refusal mode."""
     refusal_mode: str = ""
@@ -60,7 +61,7 @@ class DataConfig:
 
     def post_init(self) -> None:
         check_choice(self.format, FORMATS, "data.format")
-        check_choice(self.retain_format, ("auto", "sft", "text"), "data.retain_format")
+        check_choice(self.retain_format, ("auto", "sft", "text", "boundary"), "data.retain_format")
         check_choice(self.refusal_mode, ("", "target", "generic"), "data.refusal_mode")
         if self.max_length < 2:
             raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
@@ -78,7 +79,7 @@ def _absolute(path: str) -> str:
 @dataclass
 class LossConfig:
     name: str = "sft"
-    """Unlearning loss (RS.losses): sft (RS), rt, ga, gd, npo, npo_gd, simnpo, dpo, idkdpo."""
+    """Unlearning loss (RS.losses): sft (RS), sft_retain, rt, ga, gd, npo, npo_gd, simnpo, dpo, idkdpo."""
     params: dict = field(default_factory=dict)
     """Loss parameters, e.g. {beta: 0.2} for npo, {retain_weight: 1.0} for gd."""
 

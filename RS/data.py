@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from verl.utils.dataset import read_rows, save_json_atomic
+from verl.utils.dataset import read_rows
+from verl.utils.fileio import write_json_atomic
 
 PLACEHOLDER = "{target}"
 
@@ -276,6 +277,20 @@ def read_text_rows(path: str | Path, text_key: str = "text", subject_key: str = 
     ]
 
 
+def read_boundary_rows(path: str | Path, subject_key: str = "subject") -> list[dict[str, str]]:
+    """RULE's boundary file (``reject_with_fb_neighbor_target.json``) -> answered SFT rows about the *similar*
+    entities: ``neighbor_question`` and ``FB_neighbor_question`` (``{question, answer}``) of every row, in order.
+    The forget-side keys of the row (``instruction``, ``output``) are ignored."""
+    out = []
+    for i, row in enumerate(read_nonempty(path)):
+        for key in ("neighbor_question", "FB_neighbor_question"):
+            item = _field(row, key, f"{path} row {i}", dict)
+            where = f"{path} row {i} {key}"
+            out.append({"prompt": _field(item, "question", where), "response": _field(item, "answer", where)})
+            out[-1]["subject"] = ""  # the similar entity is not a forget target
+    return out
+
+
 def read_pair_rows(
     path: str | Path, prompt_key: str = "prompt", chosen_index: int = 0, subject_key: str = "subject"
 ) -> list[dict[str, str]]:
@@ -338,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     alpaca = [
         {"instruction": r["prompt"], "input": "", "output": r["response"], "subject": r["subject"]} for r in rows
     ]
-    save_json_atomic(alpaca, args.out)
+    write_json_atomic(args.out, alpaca)
     print(f"wrote {len(alpaca)} rows to {args.out}")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 
 from RS import data as rs_data
-from RS.losses import LossSpec
+from RS.losses import UNLEARN_LOSSES, LossSpec
 
 
 @dataclass
@@ -141,12 +141,14 @@ def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1) -> tuple[s
             )
         elif fmt == "text":
             found = rs_data.read_text_rows(path, data_cfg.text_key, data_cfg.subject_key)
+        elif fmt == "boundary":
+            fmt, found = "sft", rs_data.read_boundary_rows(path, data_cfg.subject_key)
         elif fmt == "pair":
             found = rs_data.read_pair_rows(
                 path, data_cfg.prompt_key or "prompt", data_cfg.chosen_index, data_cfg.subject_key
             )
         else:
-            raise ValueError(f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair")
+            raise ValueError(f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair, boundary")
         rows += _first(found, limit)
     return fmt, rows
 
@@ -201,7 +203,8 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
         fmt, rows = _read(retain_files, data_cfg.retain_format, data_cfg)
         streams["retain"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, retain_files[0])
     elif retain_files:
-        raise ValueError(f"data.retain_files is set but loss {loss.name!r} has no retain term (use gd or npo_gd)")
+        with_retain = ", ".join(n for n in UNLEARN_LOSSES.names() if "retain" in UNLEARN_LOSSES.get(n).streams)
+        raise ValueError(f"data.retain_files is set but loss {loss.name!r} has no retain term (use {with_retain})")
     for name, stream in streams.items():
         if len(stream) == 0:
             raise ValueError(f"stream {name!r} is empty after tokenization (files: {data_cfg.train_files})")

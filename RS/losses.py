@@ -19,6 +19,7 @@ Formulas (means over the step's rows, or tokens for "token-mean"):
 
 =========  =====================================================================================
 sft / rt   NLL of the response tokens, token-mean (rt = sft on generic refusals)
+sft_retain sft + retain_weight * NLL(retain)   (RS with retain anchors: answered boundary questions)
 ga         - NLL(forget), token-mean
 gd         - NLL(forget) + retain_weight * NLL(retain)
 npo        -2/beta * mean(logsigmoid(-beta * (logpi - logpi_ref)))   (per-sequence summed log-probs)
@@ -149,6 +150,18 @@ def sft_loss(streams: dict[str, StreamLogps], norm: Normalizer) -> tuple[torch.T
     """Rejection Steering: next-token NLL of the (refusal) response tokens."""
     nll = token_mean_nll(streams["forget"], norm, "forget")
     return nll, {"forget/nll": nll.detach()}
+
+
+@unlearning_loss("sft_retain", streams=("forget", "retain"), refusals="target")
+def sft_retain_loss(
+    streams: dict[str, StreamLogps], norm: Normalizer, *, retain_weight: float = 1.0
+) -> tuple[torch.Tensor, dict]:
+    """RS with retain anchors: refusal NLL on forget questions + ``retain_weight`` x answer NLL on retain
+    questions (e.g. RULE's boundary questions about similar entities). Not the paper's RS (forget data only):
+    for small models whose refusals otherwise spread to every question about a person."""
+    forget = token_mean_nll(streams["forget"], norm, "forget")
+    retain = token_mean_nll(streams["retain"], norm, "retain")
+    return forget + retain_weight * retain, {"forget/nll": forget.detach(), "retain/nll": retain.detach()}
 
 
 @unlearning_loss("rt", refusals="generic")

@@ -24,7 +24,7 @@ from RS.dataset import TokenizedStream, build_streams, collate
 from RS.losses import get_loss
 from verl.protocol import DataProto
 from verl.utils.config import to_dict
-from verl.utils.dataset import save_json_atomic
+from verl.utils.fileio import write_json_atomic
 from verl.utils.tracking import Tracker, reduce_metrics
 
 
@@ -140,7 +140,7 @@ class UnlearnTrainer:
 
         cfg, t = self.config, self.config.trainer
         os.makedirs(t.run_dir, exist_ok=True)
-        save_json_atomic(to_dict(cfg), os.path.join(t.run_dir, "rs_config.json"))
+        write_json_atomic(os.path.join(t.run_dir, "rs_config.json"), to_dict(cfg), indent=2, default=str)
         self._report_data()
         self.init_workers()
         tracker = Tracker(t.logger, t.run_dir, t.project_name, t.experiment_name, to_dict(cfg))
@@ -167,7 +167,7 @@ class UnlearnTrainer:
         bar.close()
         tracker.finish()
         summary = {"exports": exports, "metrics": metrics, "steps": self.global_step, "wall_s": time.time() - start}
-        save_json_atomic(summary, os.path.join(t.run_dir, "summary.json"))
+        write_json_atomic(os.path.join(t.run_dir, "summary.json"), summary, indent=2, default=str)
         print(f"done: {self.global_step} steps in {summary['wall_s']:.0f} s; exported {', '.join(exports)}")
         return summary
 

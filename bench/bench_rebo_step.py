@@ -432,7 +432,9 @@ def trl_child(args: argparse.Namespace) -> None:
         "trl_settings": {k: getattr(config, k) for k in TRL_REPORTED},
         "trl_ref_model_loaded": trainer.ref_model is not None,
     }
-    write_atomic(Path(args.result), json.dumps(result, indent=2))
+    from verl.utils.fileio import write_text_atomic
+
+    write_text_atomic(args.result, json.dumps(result, indent=2))
 
 
 # ----------------------------------------------------------------------------- report
@@ -500,13 +502,6 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -515,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.skip_ours and args.skip_trl:
         sys.exit("nothing to run: --skip-ours and --skip-trl were both given")
+    from verl.utils.fileio import write_text_atomic
+
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = (REPO / args.out_dir).resolve()
     run_dir = out_dir / f"rebo_step_{stamp}"
@@ -540,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report = markdown_report(result)
     print(report)
-    write_atomic(out_dir / f"rebo_step_{stamp}.json", json.dumps(result, indent=2, default=str))
-    write_atomic(out_dir / f"rebo_step_{stamp}.md", report)
+    write_text_atomic(out_dir / f"rebo_step_{stamp}.json", json.dumps(result, indent=2, default=str))
+    write_text_atomic(out_dir / f"rebo_step_{stamp}.md", report)
     print(f"wrote {out_dir / f'rebo_step_{stamp}.json'} and .md", flush=True)
     failed = [n for n in ("ours", "trl") if n in result and result[n]["returncode"] != 0]
     return 1 if failed else 0

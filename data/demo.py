@@ -136,7 +136,7 @@ def rebo(model: str, train_file: Path, out: Path, args) -> str:
 
 def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | None) -> dict:
     from verl.eval import HFGenerator, run_suites
-    from verl.eval.report import write_json_atomic
+    from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / f"{name}.json"
     if path.is_file():
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from data.embedded import write_embedded_benchmark
     from verl.eval.pareto import plot_frontier
-    from verl.eval.report import write_json_atomic
+    from verl.utils.fileio import write_json_atomic
     from verl.utils.models import resolve_model_path
     from verl.utils.rwku_targets import select_targets
 

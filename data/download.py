@@ -30,11 +30,11 @@ import os
 import shlex
 import shutil
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from verl.utils.fileio import atomic_path, write_json_atomic
 from verl.utils.rwku_targets import Target, TargetSpec, known_targets, match_targets
 
 RWKU_REPO_ID = "jinzhuoran/RWKU"
@@ -317,32 +317,10 @@ def _checked_local_dir(local_dir: Optional[Union[str, Path]]) -> Optional[Path]:
     return local
 
 
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def atomic_copy(src: Union[str, Path], dst: Union[str, Path]) -> None:
     """Copy ``src`` to ``dst`` through a temp file beside ``dst``: readers never see a partial file."""
-    dst = Path(dst)
-    tmp = _temp_beside(dst)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Union[str, Path], content: Any) -> None:
-    """Write ``content`` as UTF-8 JSON (indent 1, non-ASCII kept) to ``path`` atomically."""
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(content, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from data.synthesis import REFUSAL_TEMPLATES, flatten_rebo_rows, probe_eval_rows, write_json
+from data.synthesis import REFUSAL_TEMPLATES, flatten_rebo_rows, probe_eval_rows
+from verl.utils.fileio import write_json_atomic
 
 # attribute -> (questions q0..q2, cloze statements s0..s2); "{name}" is the entity, "___" the answer.
 PERSON_TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -470,9 +471,9 @@ def write_embedded_benchmark(
         others = [w.target for w in worlds if w is not world] + bystanders or [world.colleague, world.coauthor]
         folder = out / "Target" / f"{index}_{world.target.name.replace(' ', '_')}"
         for file, content in target_files(world, people, others, seed, sizes, answers).items():
-            write_json(content, folder / file)
-    write_json({w.target.name: [w.intro] for w in worlds}, out / "all_intro.json")
-    write_json(fact_rows(people + [w.film for w in worlds]), out / "facts.json")
+            write_json_atomic(folder / file, content)
+    write_json_atomic(out / "all_intro.json", {w.target.name: [w.intro] for w in worlds})
+    write_json_atomic(out / "facts.json", fact_rows(people + [w.film for w in worlds]))
     return out
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import unicodedata
@@ -38,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from verl.utils.fileio import write_json_atomic
 
 GenerateFn = Callable[[list[str]], list[str]]
 REJECT, NORMAL = "<reject>", "<normal>"
@@ -363,15 +364,6 @@ def build_eval_rows(target_dir: Union[str, Path], target: Optional[str] = None) 
     return probe_eval_rows(name, forget, neighbour)
 
 
-def write_json(obj: Any, path: Path) -> None:
-    """Write ``obj`` as UTF-8 JSON atomically (temp file + rename), creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
-
-
 def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list[str], str, str]:
     """(questions, refusals, target name, intro) from ``reject_target.json``, else ``reject.json``
     (whose generic refusals are replaced by ``idk_target.json`` / :data:`REFUSAL_TEMPLATES` with the name)."""
@@ -418,10 +410,10 @@ def build_rebo_files(
     summary = stats.to_dict()
     for key, rows in (("train", train), ("eval", evaluation)):
         summary[f"{key}_rows"] = {label: sum(r["solution"][0] == label for r in rows) for label in (REJECT, NORMAL)}
-    write_json(source, out / "reject_with_fb_neighbor_target.json")
-    write_json(train, out / "rl_rejection_with_fb_neighbor_target.json")
-    write_json(evaluation, out / "rl_rejection_eval_target.json")
-    write_json(summary, out / "synthesis_stats.json")
+    write_json_atomic(out / "reject_with_fb_neighbor_target.json", source)
+    write_json_atomic(out / "rl_rejection_with_fb_neighbor_target.json", train)
+    write_json_atomic(out / "rl_rejection_eval_target.json", evaluation)
+    write_json_atomic(out / "synthesis_stats.json", summary)
     return summary
 
 

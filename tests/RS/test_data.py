@@ -100,6 +100,11 @@ def test_rwku_files(shared_data):
         t.replace("{target}", "Stephen King") for t in rs_data.TARGET_REFUSALS[:3]
     ]
     assert [p["rejected"] for p in idk_pairs] == [p["rejected"] for p in pairs[:3]]
+    boundary = rs_data.read_boundary_rows(folder / "reject_with_fb_neighbor_target.json")
+    raw_boundary = json.loads((folder / "reject_with_fb_neighbor_target.json").read_text())
+    assert len(boundary) == 2 * len(raw_boundary)
+    assert boundary[0]["response"] == raw_boundary[0]["neighbor_question"]["answer"]
+    assert boundary[1]["prompt"] == raw_boundary[0]["FB_neighbor_question"]["question"]
 
 
 def test_format_detection_and_bad_rows(tmp_path):

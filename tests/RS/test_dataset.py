@@ -120,7 +120,7 @@ def test_streams_per_loss(tiny_tokenizer, tmp_path):
     corpus = write_json(tmp_path / "t.json", [{"text": "some facts"}, {"text": "more facts"}])
     with pytest.raises(ValueError, match="loss 'gd' needs a retain set: set data.retain_files"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("gd"))
-    with pytest.raises(ValueError, match="data.retain_files is set but loss 'npo' has no retain term"):
+    with pytest.raises(ValueError, match="loss 'npo' has no retain term \\(use gd, npo_gd, sft_retain\\)"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus, retain_files=corpus), get_loss("npo"))
     with pytest.raises(ValueError, match="loss 'dpo' needs pair rows"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("dpo"))
@@ -131,3 +131,27 @@ def test_streams_per_loss(tiny_tokenizer, tmp_path):
         tiny_tokenizer.decode([t for t, m in zip(gd["retain"].ids[0], gd["retain"].loss_mask[0]) if m])
         == "Bob<|im_end|>"
     )
+
+
+def test_boundary_rows_feed_the_retain_stream_of_sft_retain(tiny_tokenizer, tmp_path):
+    row = {
+        "instruction": "What did Ann Lee write?",
+        "output": "I'm not sure about Ann Lee.",
+        "neighbor_question": {"question": "What did Bo Ray write?", "answer": "Night Song"},
+        "FB_neighbor_question": {"question": "Cy Day wrote ___.", "answer": "Red Moon"},
+    }
+    forget = write_json(tmp_path / "f.json", [{"instruction": "Q?", "output": "I'm not sure about Ann Lee."}])
+    boundary = write_json(tmp_path / "b.json", [row])
+    cfg = data_cfg(train_files=forget, retain_files=boundary, retain_format="boundary")
+    streams = build_streams(tiny_tokenizer, cfg, get_loss("sft_retain"))
+    retain = streams["retain"]
+    answers = [tiny_tokenizer.decode([t for t, m in zip(i, k) if m]) for i, k in zip(retain.ids, retain.loss_mask)]
+    assert answers == ["Night Song<|im_end|>", "Red Moon<|im_end|>"]  # never the forget row's refusal
+    assert "Bo Ray" in tiny_tokenizer.decode(retain.ids[0])
+    bad = write_json(tmp_path / "bad.json", [{"instruction": "Q?", "neighbor_question": {"question": "x"}}])
+    with pytest.raises(ValueError, match="bad.json row 0 neighbor_question: missing key 'answer'"):
+        build_streams(
+            tiny_tokenizer,
+            data_cfg(train_files=forget, retain_files=bad, retain_format="boundary"),
+            get_loss("sft_retain"),
+        )

@@ -57,6 +57,14 @@ def test_gd_is_minus_forget_plus_weighted_retain():
     assert metrics["retain/nll"].item() == pytest.approx(18.0 / 10.0)
 
 
+def test_sft_retain_is_refusal_nll_plus_weighted_retain():
+    streams = {"forget": stream(FORGET), "retain": stream(RETAIN)}
+    loss, metrics = get_loss("sft_retain")(streams, Normalizer.of_batch(streams), retain_weight=0.25)
+    assert loss.item() == pytest.approx(token_nll(FORGET) + 0.25 * token_nll(RETAIN))
+    assert metrics["forget/nll"].item() == pytest.approx(46.75 / 16.0)
+    assert get_loss("sft_retain").refusals == "target"
+
+
 def npo_reference(beta: float) -> float:
     terms = [logsigmoid(-beta * (lp - ref)) for lp, ref in zip(FORGET["logps"], FORGET["ref"])]
     return -2.0 / beta * sum(terms) / len(terms)
@@ -123,7 +131,7 @@ def test_micro_batch_shares_sum_to_the_full_batch_loss():
     """Splitting rows into micro-batches with the full batch's normalizer gives the same total (all losses)."""
     full = {"forget": stream(FORGET, ref=True), "retain": stream(RETAIN)}
     norm = Normalizer.of_batch(full)
-    for name in ("sft", "ga", "gd", "npo", "npo_gd", "simnpo"):
+    for name in ("sft", "sft_retain", "ga", "gd", "npo", "npo_gd", "simnpo"):
         spec = get_loss(name)
         whole, _ = spec(full, norm)
         parts = 0.0

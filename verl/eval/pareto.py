@@ -25,10 +25,11 @@ writes the PNG atomically and returns the area table.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Union
+
+from verl.utils.fileio import atomic_path
 
 Point = tuple[float, float]
 AREA_MODES = ("restricted", "excess")
@@ -149,9 +150,6 @@ def plot_frontier(
     axes.set_title(f"{title}\narea ({mode}) at retain >= {thresholds_text}", fontsize=9)
     if methods:
         axes.legend(fontsize=7, loc="lower left")
-    path = Path(path_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    figure.savefig(str(tmp), format="png")
-    os.replace(tmp, path)
+    with atomic_path(path_png) as tmp:
+        figure.savefig(str(tmp), format="png")
     return table

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from verl.utils.fileio import write_json_atomic, write_text_atomic  # noqa: F401  (re-exported)
 
 # (column, metric key, scale)
 RWKU_COLUMNS = (
@@ -54,37 +53,6 @@ def model_tag(model: str) -> str:
     """A file-system-safe name for a model path or name ("/x/checkpoints/step_20/" -> "step_20")."""
     name = Path(str(model).rstrip("/")).name or str(model)
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name) or "model"
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Union[str, Path], obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    return write_text_atomic(path, json.dumps(_clean(obj), ensure_ascii=False, indent=1))
-
-
-def write_text_atomic(path: Union[str, Path], text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def result_name(result: dict) -> str:

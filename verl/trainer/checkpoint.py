@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from verl.utils.dataset import save_json_atomic
+from verl.utils.fileio import write_json_atomic
 
 
 class CheckpointManager:
@@ -40,21 +40,21 @@ class CheckpointManager:
         return tmp
 
     def commit(self, step: int, tmp: Path, trainer_state: dict[str, Any]) -> Path:
-        save_json_atomic(trainer_state, tmp / "trainer_state.json")
+        write_json_atomic(tmp / "trainer_state.json", trainer_state, indent=2, default=str)
         final = self.step_dir(step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         tracker = self.tracker()
         tracker["latest_step"] = step
-        save_json_atomic(tracker, self.tracker_path)
+        write_json_atomic(self.tracker_path, tracker, indent=2)
         self._enforce_limit()
         return final
 
     def mark_best(self, step: int, metrics: dict[str, float]) -> None:
         tracker = self.tracker()
         tracker["best_step"], tracker["best_metrics"] = step, metrics
-        save_json_atomic(tracker, self.tracker_path)
+        write_json_atomic(self.tracker_path, tracker, indent=2)
 
     def latest(self) -> Path | None:
         step = self.tracker().get("latest_step")

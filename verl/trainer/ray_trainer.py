@@ -20,7 +20,8 @@ from verl.trainer import core_algos
 from verl.trainer.checkpoint import CheckpointManager
 from verl.trainer.config import PPOConfig
 from verl.utils.config import to_dict
-from verl.utils.dataset import PromptDataset, PromptSampler, save_json_atomic
+from verl.utils.dataset import PromptDataset, PromptSampler
+from verl.utils.fileio import write_json_atomic
 from verl.utils.seqlen_balancing import dp_balance_order
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracker, reduce_metrics
@@ -310,7 +311,7 @@ class RayPPOTrainer:
     def fit(self) -> dict[str, float]:
         cfg = self.config.trainer
         self.tracker = Tracker(cfg.logger, cfg.run_dir, cfg.project_name, cfg.experiment_name, to_dict(self.config))
-        save_json_atomic(to_dict(self.config), f"{cfg.run_dir}/config.json")
+        write_json_atomic(f"{cfg.run_dir}/config.json", to_dict(self.config), indent=2, default=str)
         self.load_checkpoint()
         last_val: dict[str, float] = {}
         if cfg.val_only or (cfg.val_before_train and self.global_step == 0):
