@@ -17,8 +17,9 @@ Usage: bash run_muse.sh [options]        (every option also reads the environmen
   -h, --help          this text
 
 Paper defaults: RS lr 4e-7, 3 epochs, batch 8 (checkpoints 208/416/624); ReBO GRPO n=8, lr 2e-6, KL 1e-2,
-reward forget_two_stage_abs, MUSE prompts without chat template, KnowMem ICL shots from train_qa_icl
-(icl_type=train). Without a GPU this script stops and points to the CPU demo (python3 -m data.demo).
+reward forget_two_stage_abs, MUSE prompts without chat template in RS and ReBO ("Completion: ..." rows,
+10 ICL shots from train_qa_icl before QA rows: RULE's icl_type=train); evaluation follows MUSE's own protocol.
+Without a GPU this script stops and points to the CPU demo (python3 -m data.demo).
 USAGE
 }
 MODEL=${MODEL:-muse-bench/MUSE-Books_target}; DATA_DIR=${DATA_DIR:-data/muse/books}; OUT=${OUT:-log/muse}
@@ -43,7 +44,8 @@ fi
 if [[ $STAGES == *rs* ]]; then
   [ -f "$RS_DATA" ] || { echo "RS data $RS_DATA not found (see --help)" >&2; exit 2; }
   $PY -m RS.train config=examples/rs_llama3.yaml model.model_path="$MODEL" data.train_files="$RS_DATA" \
-    data.apply_chat_template=false data.max_length=640 trainer.output_dir="$OUT" trainer.experiment_name=rs \
+    data.apply_chat_template=false data.prompt_format=muse data.icl_file="$DATA_DIR/knowmem/train_qa_icl.json" \
+    data.max_length=640 trainer.output_dir="$OUT" trainer.experiment_name=rs \
     trainer.n_gpus_per_node="$GPUS" trainer.backend=ray
 fi
 for epoch in ${RS_EPOCHS//,/ }; do
@@ -51,7 +53,8 @@ for epoch in ${RS_EPOCHS//,/ }; do
     [ -f "$REBO_DATA" ] || { echo "ReBO data $REBO_DATA not found (see --help)" >&2; exit 2; }
     $PY -m verl.trainer.main config=examples/rebo_llama3.yaml worker.actor.model.model_path="$OUT/rs/epoch_$epoch" \
       data.train_files="$REBO_DATA" data.val_files="$DATA_DIR/rl_rejection_eval_target.json" \
-      data.apply_chat_template=false worker.reward.reward_function=forget_two_stage_abs \
+      data.apply_chat_template=false data.prompt_format=muse data.icl_file="$DATA_DIR/knowmem/train_qa_icl.json" \
+      worker.reward.reward_function=forget_two_stage_abs \
       evaluator.benchmark=muse evaluator.data_dir="$DATA_DIR" evaluator.suites=[muse_knowmem] \
       trainer.output_dir="$OUT" trainer.experiment_name="rebo_rs$epoch" trainer.n_gpus_per_node="$GPUS"
   fi

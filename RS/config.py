@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from verl.utils.config import ConfigError, check_choice
+from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import FSDPConfig, ModelConfig, OptimConfig
 
 FORMATS = ("auto", "sft", "questions", "text", "pair")
@@ -50,6 +51,11 @@ class DataConfig:
     """Wrap prompts in the tokenizer's chat template (text rows never are)."""
     system_prompt: Optional[str] = None
     """Optional system message."""
+    prompt_format: str = "plain"
+    """plain, or muse (RULE's MUSE RS prompts: "Completion: ..." / ICL shots + "Question: ..." by each row's
+    `mode`; needs apply_chat_template=false). See verl/utils/prompt_formats.py."""
+    icl_file: Optional[str] = None
+    """ICL shots for prompt_format=muse qa rows (MUSE knowmem/train_qa_icl.json)."""
     train_on_prompt: bool = False
     """Also train on prompt tokens (RS: False, loss on the response only)."""
     packing: bool = False
@@ -63,6 +69,9 @@ class DataConfig:
         check_choice(self.format, FORMATS, "data.format")
         check_choice(self.retain_format, ("auto", "sft", "text", "boundary"), "data.retain_format")
         check_choice(self.refusal_mode, ("", "target", "generic"), "data.refusal_mode")
+        check_prompt_format(self.prompt_format, self.apply_chat_template, "data")
+        if self.icl_file:
+            self.icl_file = _absolute(self.icl_file)
         if self.max_length < 2:
             raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
         self.train_files = ",".join(_absolute(p) for p in self.train_files.split(",") if p.strip())

@@ -256,7 +256,10 @@ def sft_row(
     extra = row.get(input_key) or ""
     if isinstance(extra, str) and extra.strip():
         prompt = f"{prompt}\n{extra}"
-    return {"prompt": prompt, "response": _field(row, response_key, where), "subject": row.get(subject_key, "")}
+    out = {"prompt": prompt, "response": _field(row, response_key, where), "subject": row.get(subject_key, "")}
+    if "mode" in row:  # MUSE rows: qa or completion (picks the prompt form, verl.utils.prompt_formats)
+        out["mode"] = row["mode"]
+    return out
 
 
 def read_sft_rows(

@@ -27,6 +27,7 @@ import torch
 
 from RS import data as rs_data
 from RS.losses import UNLEARN_LOSSES, LossSpec
+from verl.utils.prompt_formats import PromptFormatter
 
 
 @dataclass
@@ -195,12 +196,16 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
             rows = rs_data.refusal_rows_from_questions(rows, templates, mode, data_cfg.target)
         else:
             fmt, rows = _read(files, data_cfg.format, data_cfg, data_cfg.max_samples)
+        if fmt == "sft":
+            rows = _formatted(rows, data_cfg, files[0])
         streams["forget"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, files[0])
     retain_files = [f.strip() for f in data_cfg.retain_files.split(",") if f.strip()]
     if "retain" in loss.streams:
         if not retain_files:
             raise ValueError(f"loss {loss.name!r} needs a retain set: set data.retain_files")
         fmt, rows = _read(retain_files, data_cfg.retain_format, data_cfg)
+        if fmt == "sft":
+            rows = _formatted(rows, data_cfg, retain_files[0])
         streams["retain"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, retain_files[0])
     elif retain_files:
         with_retain = ", ".join(n for n in UNLEARN_LOSSES.names() if "retain" in UNLEARN_LOSSES.get(n).streams)
@@ -209,6 +214,14 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
         if len(stream) == 0:
             raise ValueError(f"stream {name!r} is empty after tokenization (files: {data_cfg.train_files})")
     return streams
+
+
+def _formatted(rows: list[dict], data_cfg: Any, where: str) -> list[dict]:
+    """SFT rows with their prompts in ``data.prompt_format`` (plain: unchanged; muse: RULE's MUSE prompts)."""
+    if data_cfg.prompt_format == "plain":
+        return rows
+    formatter = PromptFormatter(data_cfg.prompt_format, data_cfg.icl_file)
+    return [{**row, "prompt": formatter(row["prompt"], row, f"{where} row {i}")} for i, row in enumerate(rows)]
 
 
 def _encode_any(tokenizer, fmt: str, rows: list[dict], spec: EncodeSpec, packing: bool, where: str):

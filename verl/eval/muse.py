@@ -29,6 +29,7 @@ from verl.eval.generator import bos_text
 from verl.eval.mia import lowest_k_mean, zlib_length
 from verl.eval.suites import SuiteContext, register_suite
 from verl.eval.text_metrics import cut_before_words, mean_or_none, roc_auc
+from verl.utils.prompt_formats import icl_qa_prompt
 
 AUC_RETRAIN = {"books": {"forget_holdout_Min-40%": 0.5393}, "news": {"forget_holdout_Min-40%": 0.4772}}
 PRIVLEAK_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -47,8 +48,7 @@ def truncate_reference(tokenizer, text: str, num_tokens: int = VERBMEM_TOKENS) -
 
 
 def knowmem_prompt(icl: list[dict], question: str, bos: str = "") -> str:
-    shots = "".join(f"Question: {shot['question']}\nAnswer: {shot['answer']}\n\n" for shot in icl)
-    return f"{bos}{shots}Question: {question}\nAnswer: "
+    return bos + icl_qa_prompt(question, icl)
 
 
 @register_suite("muse_verbmem", "muse", description="VerbMem: 128-token continuation of book text, ROUGE-L F1")

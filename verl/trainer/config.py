@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from verl.utils.config import ConfigError, check_choice
+from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import WorkerConfig
 
 
@@ -43,9 +44,17 @@ class DataConfig:
     """Wrap each prompt in the tokenizer's chat template (one user turn, generation prompt added)."""
     system_prompt: Optional[str] = None
     """Optional system message before each prompt."""
+    prompt_format: str = "plain"
+    """plain (the prompt as is) or muse (RULE's MUSE prompts: "Completion: ..." / ICL shots + "Question: ...",
+    by each row's `mode`; needs apply_chat_template=false). See verl/utils/prompt_formats.py."""
+    icl_file: Optional[str] = None
+    """ICL shots for prompt_format=muse qa rows (RULE: MUSE knowmem/train_qa_icl.json, its icl_type=train)."""
 
     def post_init(self) -> None:
         check_choice(self.truncation, ["error", "left", "right"], "data.truncation")
+        check_prompt_format(self.prompt_format, self.apply_chat_template, "data")
+        if self.icl_file:
+            self.icl_file = _absolute(self.icl_file)
         self.train_files = ",".join(_absolute(p) for p in self.train_files.split(",") if p.strip())
         self.val_files = ",".join(_absolute(p) for p in self.val_files.split(",") if p.strip())
 

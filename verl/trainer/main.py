@@ -75,6 +75,8 @@ def run(config: PPOConfig):
         truncation=config.data.truncation,
         apply_chat_template=config.data.apply_chat_template,
         system_prompt=config.data.system_prompt,
+        prompt_format=config.data.prompt_format,
+        icl_file=config.data.icl_file,
     )
     train = PromptDataset(config.data.train_files.split(","), tokenizer, spec) if config.data.train_files else None
     val = PromptDataset(config.data.val_files.split(","), tokenizer, spec) if config.data.val_files else None

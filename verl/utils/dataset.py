@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from verl.utils.prompt_formats import PromptFormatter
+
 TRUNCATION = ("error", "left", "right")
 
 
@@ -63,6 +65,8 @@ class PromptDatasetSpec:
     truncation: str = "error"
     apply_chat_template: bool = True
     system_prompt: str | None = None
+    prompt_format: str = "plain"
+    icl_file: str | None = None
 
 
 class PromptDataset:
@@ -76,6 +80,7 @@ class PromptDataset:
         self.prompt_ids: list[list[int]] = []
         self.ground_truth: list[Any] = []
         self.raw_prompts: list[str] = []
+        self.formatter = PromptFormatter(spec.prompt_format, spec.icl_file)
         for source in [files] if isinstance(files, str) else list(files):
             for index, row in enumerate(read_rows(source)):
                 self._add(row, f"{source} row {index}")
@@ -90,6 +95,8 @@ class PromptDataset:
             if key not in row:
                 raise ValueError(f"{where}: missing key {key!r} (has {sorted(row)})")
         prompt = row[spec.prompt_key]
+        if isinstance(prompt, str):
+            prompt = self.formatter(prompt, row, where)
         text = self.render(prompt)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > spec.max_prompt_length:
@@ -106,7 +113,9 @@ class PromptDataset:
     def render(self, prompt: str | list[dict]) -> str:
         """The model's chat template over one user turn (or the given messages)."""
         if not self.spec.apply_chat_template:
-            return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+            text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+            bos = self.tokenizer.bos_token if self.spec.prompt_format == "muse" else None
+            return f"{bos}{text}" if bos and not text.startswith(bos) else text  # MUSE: BOS + text, as its evaluator
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if self.spec.system_prompt:
             messages = [{"role": "system", "content": self.spec.system_prompt}, *messages]
