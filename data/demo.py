@@ -121,7 +121,7 @@ def rebo(model: str, train_file: Path, out: Path, args) -> str:
         "worker.rollout.n=4",
         "worker.rollout.micro_batch_size=32",
         "worker.reward.reward_function=forget_two_stage_abs_target",
-        "algorithm.kl_coef=0.01",
+        f"algorithm.kl_coef={args.rebo_kl}",
         f"trainer.max_steps={args.rebo_steps}",
         f"trainer.total_epochs={args.rebo_steps}",
         f"trainer.output_dir={out}",
@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
     parser.add_argument("--rebo-steps", type=int, default=20, help="ReBO steps (8 prompts x 4 samples each)")
     parser.add_argument("--rebo-lr", type=float, default=2e-5, help="ReBO lr")
+    parser.add_argument(
+        "--rebo-kl", type=float, default=0.01, help="ReBO KL coefficient (low_var_kl, to the RS model)"
+    )
     parser.add_argument("--rebo-response-tokens", type=int, default=32, help="max new tokens per ReBO sample")
     parser.add_argument("--npo-epochs", type=int, default=3, help="NPO baseline epochs")
     parser.add_argument("--npo-lr", type=float, default=1e-5, help="NPO baseline lr")
