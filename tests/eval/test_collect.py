@@ -168,3 +168,46 @@ def test_duplicate_model_target_is_an_error(tmp_path, capsys):
         main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert "two results for model 'm', target '1_A'" in err and str(first) in err and str(second) in err
+
+
+def probe_records(group: str, predictions: list[str], level: str = "qa") -> dict:
+    return {
+        "records": [{"group": group, "level": level, "index": i, "prediction": p} for i, p in enumerate(predictions)]
+    }
+
+
+def test_answer_retention_against_a_reference():
+    from verl.eval.naturalness import answer_retention
+
+    refuse = "I'm not sure about Ann Lee."
+    before = {"suites": {
+        "forget": probe_records("forget", ["Paris", "NOANSWER", "blue", refuse]),
+        "neighbor": probe_records("neighbor", ["1990", "NOANSWER", "cats", "Rome", refuse]),
+    }}  # fmt: skip
+    after = {"suites": {
+        "forget": probe_records("forget", [refuse, refuse, "green", refuse]),
+        "neighbor": probe_records("neighbor", ["1991", "x", "NOANSWER", refuse, "y"]),
+    }}  # fmt: skip
+    metrics = answer_retention(before, after)
+    # neighbour: answered before = 0, 2, 3; still answered after: 0 only (2 went silent, 3 refused)
+    assert metrics["naturalness_kept_answers_neighbor"] == pytest.approx(1 / 3)
+    # forget: answered before = 0, 2; refused after: 0 only
+    assert metrics["naturalness_new_refusal_rate_forget"] == pytest.approx(1 / 2)
+    assert "naturalness_kept_answers_boundary" not in metrics
+
+
+def test_reference_option_adds_kept_columns(tmp_path, capsys):
+    refuse = "I don't know about A."
+    for model, neighbour in (("base", ["x", "y", "z", "w"]), ("rs", ["x", refuse, refuse, "NOANSWER"])):
+        result = rwku_result(model, 1, "A", forget_all_pooled=0.5, neighbor_all_pooled=0.5)
+        result["suites"] = {"neighbor": probe_records("neighbor", neighbour), "forget": probe_records("forget", ["q"])}
+        write(tmp_path / "res" / model / "1_A.json", result)
+    assert main([str(tmp_path / "res"), "--out", str(tmp_path / "out"), "--reference", "base"]) == 0
+    header, rows = read_csv(tmp_path / "out" / "rule_naturalness.csv")
+    assert "Kept-N" in header and "NewRef-F" in header
+    assert float(rows["base"]["Kept-N"]) == pytest.approx(100.0)
+    assert float(rows["rs"]["Kept-N"]) == pytest.approx(25.0)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "res"), "--out", str(tmp_path / "o2"), "--reference", "nobody"])
+    assert exit_info.value.code == 2
+    assert "--reference 'nobody' is not among the models: base, rs" in capsys.readouterr().err

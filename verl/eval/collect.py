@@ -49,6 +49,8 @@ NATURALNESS_COLUMNS = (  # (column, metric key, scale, always shown)
     ("FalseRef-N", "naturalness_false_refusal_rate_neighbor", 100, True),
     ("N-All", "neighbor_all_pooled", 100, True),
     ("FalseRef-B", "naturalness_false_refusal_rate_boundary", 100, False),
+    ("NewRef-F", "naturalness_new_refusal_rate_forget", 100, False),
+    ("Kept-N", "naturalness_kept_answers_neighbor", 100, False),
     ("Ref-Flu", "naturalness_refusal_fluency", 100, False),
 ) + tuple(
     (name, key, scale, False) for name, key, scale in RWKU_COLUMNS if name in ("Gen", "Rea", "Tru", "Fac", "Flu")
@@ -72,6 +74,7 @@ class ModelResults:
     files: dict[str, Path] = field(default_factory=dict)  # target -> result JSON
     per_target: dict[str, dict] = field(default_factory=dict)  # target -> metrics
     metrics: dict[str, float] = field(default_factory=dict)
+    averaged: list[str] = field(default_factory=list)  # the targets ``metrics`` averages over
 
     @property
     def method(self) -> str:
@@ -159,6 +162,7 @@ def load_models(
             raise CollectError(f"--common-targets: the {bench_models[0].benchmark} models share no target")
         for model in bench_models:
             targets = [t for t in sorted(model.per_target) if shared is None or t in shared]
+            model.averaged = targets
             model.metrics = _mean_metrics([model.per_target[t] for t in targets])
             model.metrics["n_targets"] = len(targets)
     return grouped
@@ -253,6 +257,31 @@ def _write_pareto(
     return [png, write_text_atomic(out / f"{prefix}pareto_area.md", "\n".join(lines) + "\n")]
 
 
+def add_reference_metrics(models: Sequence[ModelResults], reference: str) -> list[str]:
+    """Add :func:`~verl.eval.naturalness.answer_retention` relative to model ``reference`` to every model's
+    per-target metrics (targets the reference lacks are skipped, with a warning) and re-average."""
+    from verl.eval.naturalness import answer_retention
+
+    ref = next((m for m in models if m.name == reference), None)
+    if ref is None:
+        raise CollectError(f"--reference {reference!r} is not among the models: {', '.join(m.name for m in models)}")
+    warnings, ref_results = [], {t: _read_result(p) for t, p in ref.files.items()}
+    for model in models:
+        for target, path in model.files.items():
+            if target not in ref_results:
+                warnings.append(f"warning: reference {reference!r} has no {target}; {model.name!r} not compared there")
+                continue
+            model.per_target[target] = {
+                **model.per_target[target],
+                **answer_retention(ref_results[target], _read_result(path)),
+            }
+        model.metrics = {
+            **_mean_metrics([model.per_target[t] for t in model.averaged]),
+            "n_targets": len(model.averaged),
+        }
+    return warnings
+
+
 def collect(
     folders: Sequence[PathLike],
     out: PathLike,
@@ -263,9 +292,15 @@ def collect(
     retain_key: Optional[str] = None,
     thresholds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
     area_mode: str = "restricted",
+    reference: Optional[str] = None,
 ) -> list[Path]:
-    """Load, average and write every table and plot (module docstring) into ``out``; returns the written paths."""
+    """Load, average and write every table and plot (module docstring) into ``out``; returns the written paths.
+    ``reference``: a model name; adds the answer-retention columns relative to it (NewRef-F, Kept-N)."""
     grouped = load_models(folders, labels, benchmark, common_targets)
+    if reference:
+        for models in grouped.values():
+            for line in add_reference_metrics(models, reference):
+                print(line, file=sys.stderr)
     out = Path(out)
     written: list[Path] = []
     for bench, models in grouped.items():
@@ -316,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retain-key", default=None, help="metric on the Pareto retain axis (default per benchmark)")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6,0.7", help="retain thresholds (default 0.4,0.5,0.6,0.7)")
     parser.add_argument("--area-mode", choices=AREA_MODES, default="restricted", help="Pareto area mode")
+    parser.add_argument(
+        "--reference", default=None, metavar="NAME",
+        help="model to compare against per probe (e.g. the model before unlearning): adds Kept-N (share of the "
+        "neighbour probes it answered that are still answered) and NewRef-F (forget probes it answered, now refused)",
+    )  # fmt: skip
     return parser
 
 
@@ -334,7 +374,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         written = collect(
             args.folders, args.out, args.benchmark, labels, args.common_targets,
-            args.forget_key, args.retain_key, thresholds, args.area_mode,
+            args.forget_key, args.retain_key, thresholds, args.area_mode, args.reference,
         )  # fmt: skip
     except CollectError as error:
         parser.exit(2, f"error: {error}\n")

@@ -20,6 +20,15 @@ Definitions (``<g>`` = a probe group, e.g. ``neighbor``):
   forget refusals; short repetitive refusals score low.
 * ``naturalness_refusal_length_words`` / ``_chars``: mean whitespace word count / character count of the
   forget refusals.
+
+Relative to a reference model (:func:`answer_retention`, e.g. the model before unlearning; computed by
+``python -m verl.eval.collect --reference NAME``), per probe of the same target, where *answered* = a
+non-empty prediction that is not a refusal:
+
+* ``naturalness_kept_answers_<g>``: among the probes of a keep group the reference answered, the share the
+  model still answers (1 = no new false refusal or silence on what it answered before);
+* ``naturalness_new_refusal_rate_forget``: among the forget probes the reference answered, the share the model
+  now refuses.
 """
 
 from __future__ import annotations
@@ -63,6 +72,38 @@ def naturalness_metrics(
     metrics["naturalness_refusal_length_chars"] = mean_or_none([float(len(t)) for t in refusals])
     metrics["naturalness_n_refusals_forget"] = len(refusals)
     return metrics, rows
+
+
+def _answered(prediction: str) -> bool:
+    from verl.workers.reward.refusal import is_refusal
+
+    text = prediction.strip()
+    return bool(text) and text != "NOANSWER" and not is_refusal(text)
+
+
+def _predictions(result: dict, group: str) -> dict[tuple, str]:
+    """``{(level, index): prediction}`` of one probe group's records in a ``run_suites`` result."""
+    suite = "muse_knowmem" if group == "retain" else group
+    records = result.get("suites", {}).get(suite, {}).get("records", [])
+    return {(r.get("level"), r["index"]): r["prediction"] for r in records if r.get("group", group) == group}
+
+
+def answer_retention(reference: dict, result: dict, groups: tuple[str, ...] = ("neighbor", "boundary", "retain")):
+    """Metrics of ``result`` relative to ``reference`` (two ``run_suites`` results of one target; module
+    docstring); a group either result lacks is left out, a ratio over zero probes is None."""
+    from verl.workers.reward.refusal import is_refusal
+
+    metrics: dict[str, Optional[float]] = {}
+    for group in groups:
+        before, after = _predictions(reference, group), _predictions(result, group)
+        if before and after:
+            answered = [key for key, text in before.items() if key in after and _answered(text)]
+            metrics[f"naturalness_kept_answers_{group}"] = mean_or_none([float(_answered(after[k])) for k in answered])
+    before, after = _predictions(reference, "forget"), _predictions(result, "forget")
+    if before and after:
+        answered = [key for key, text in before.items() if key in after and _answered(text)]
+        metrics["naturalness_new_refusal_rate_forget"] = mean_or_none([float(is_refusal(after[k])) for k in answered])
+    return metrics
 
 
 @register_suite("naturalness", "rwku", requires=("forget", "neighbor"), description="refusal rates / naming / fluency")
