@@ -217,7 +217,9 @@ def test_rollout_log_probs_agree_with_actor_and_follow_weight_sync(tiny_model):
     group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
     group.init_model()
     tokenizer = group.workers[0].tokenizer
-    encoded = tokenizer(["hello there", "what is two plus three?"], return_tensors="pt", padding=True, padding_side="left")
+    encoded = tokenizer(
+        ["hello there", "what is two plus three?"], return_tensors="pt", padding=True, padding_side="left"
+    )
     prompts = DataProto.from_dict(
         {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask},
         {"uid": ["a", "b"]},

