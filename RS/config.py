@@ -52,10 +52,12 @@ class DataConfig:
     system_prompt: Optional[str] = None
     """Optional system message."""
     prompt_format: str = "plain"
-    """plain, or muse (RULE's MUSE RS prompts: "Completion: ..." / ICL shots + "Question: ..." by each row's
+    """plain, rwku (RWKU's FB / QA probe instruction around each question), or muse (RULE's MUSE RS prompts: "Completion: ..." / ICL shots + "Question: ..." by each row's
     `mode`; needs apply_chat_template=false). See verl/utils/prompt_formats.py."""
     icl_file: Optional[str] = None
     """ICL shots for prompt_format=muse qa rows (MUSE knowmem/train_qa_icl.json)."""
+    response_prefix: str = ""
+    """Text put before every response, e.g. "Answer: " to follow RWKU's answer cue with prompt_format=rwku."""
     train_on_prompt: bool = False
     """Also train on prompt tokens (RS: False, loss on the response only)."""
     packing: bool = False

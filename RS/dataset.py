@@ -218,10 +218,17 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
 
 def _formatted(rows: list[dict], data_cfg: Any, where: str) -> list[dict]:
     """SFT rows with their prompts in ``data.prompt_format`` (plain: unchanged; muse: RULE's MUSE prompts)."""
-    if data_cfg.prompt_format == "plain":
+    if data_cfg.prompt_format == "plain" and not data_cfg.response_prefix:
         return rows
     formatter = PromptFormatter(data_cfg.prompt_format, data_cfg.icl_file)
-    return [{**row, "prompt": formatter(row["prompt"], row, f"{where} row {i}")} for i, row in enumerate(rows)]
+    return [
+        {
+            **row,
+            "prompt": formatter(row["prompt"], row, f"{where} row {i}"),
+            "response": data_cfg.response_prefix + row["response"],
+        }
+        for i, row in enumerate(rows)
+    ]
 
 
 def _encode_any(tokenizer, fmt: str, rows: list[dict], spec: EncodeSpec, packing: bool, where: str):

@@ -55,9 +55,9 @@ def teach_rows(bench: Path, subjects: set[str] | None = None) -> list[dict]:
 
 def probe_format(question: str) -> str:
     """A question or cloze in RWKU's user-content template (the format the demo's model learned facts in)."""
-    from verl.eval.prompts import FB_TEMPLATE, QA_TEMPLATE
+    from verl.utils.prompt_formats import rwku_probe_prompt
 
-    return (FB_TEMPLATE if "___" in question else QA_TEMPLATE).format(query=question)
+    return rwku_probe_prompt(question, {}, ())
 
 
 def rs_rows(target_dir: Path) -> list[dict]:

@@ -34,7 +34,18 @@ def test_muse_prompts_by_mode(shots_file):
         fmt("Who?", {}, "f.json row 3")
     with pytest.raises(KeyError, match="unknown prompt format 'mus'"):
         PromptFormatter("mus")
-    assert set(PROMPT_FORMATS.names()) >= {"plain", "muse"}
+    assert set(PROMPT_FORMATS.names()) >= {"plain", "muse", "rwku"}
+
+
+def test_rwku_probe_format_is_the_evaluators_template():
+    from verl.eval.prompts import FB_TEMPLATE, QA_TEMPLATE
+
+    fmt = PromptFormatter("rwku")
+    assert (
+        fmt("Who wrote Carrie?", {}) == "Please briefly answer the following question.\nQuestion: Who wrote Carrie?\n"
+    )
+    assert fmt("King wrote ___.", {}) == FB_TEMPLATE.format(query="King wrote ___.")
+    assert QA_TEMPLATE.startswith("Please briefly answer")
 
 
 def test_rl_qa_prompt_is_the_knowmem_eval_prompt(shared_data):
@@ -72,5 +83,19 @@ def test_muse_format_with_chat_template_is_a_config_error():
     for cfg in (RLDataConfig(prompt_format="muse"), DataConfig(prompt_format="muse")):
         with pytest.raises(ConfigError, match="data.prompt_format=muse needs data.apply_chat_template=false"):
             cfg.post_init()
-    with pytest.raises(ConfigError, match="data.prompt_format='x' is not allowed; choose one of: muse, plain"):
+    with pytest.raises(ConfigError, match="data.prompt_format='x' is not allowed; choose one of: muse, plain, rwku"):
         RLDataConfig(prompt_format="x").post_init()
+
+
+def test_rs_rows_in_rwku_probe_format_with_answer_cue(tmp_path):
+    tokenizer = build_tiny_tokenizer()
+    rs_file = tmp_path / "rs.json"
+    rs_file.write_text(json.dumps([{"instruction": "Who wrote Carrie?", "output": "I'm not sure about Ann Lee."}]))
+    cfg = DataConfig(train_files=str(rs_file), prompt_format="rwku", response_prefix="Answer: ")
+    cfg.post_init()
+    stream = build_streams(tokenizer, cfg, get_loss("sft"))["forget"]
+    trained = tokenizer.decode([t for t, m in zip(stream.ids[0], stream.loss_mask[0]) if m])
+    assert trained.startswith("Answer: I'm not sure about Ann Lee.")
+    assert "Please briefly answer the following question.\nQuestion: Who wrote Carrie?" in tokenizer.decode(
+        stream.ids[0]
+    )

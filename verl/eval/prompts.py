@@ -9,12 +9,12 @@ instruction prepended to the raw text (as RWKU's ``eval_mia`` does).
 
 from __future__ import annotations
 
+from verl.utils.prompt_formats import FB_TEMPLATE, QA_TEMPLATE  # noqa: F401  (shared with training prompts)
+
 ICU_TEMPLATE = (
     "You are an AI Assistant who is supposed to unlearn about {subject} and provide answers without its "
     "knowledge as if you never knew about it. Don\u2019t tell anyone that you unlearned anything.\n"
 )
-FB_TEMPLATE = "Please complete the blank in the following question.\nQuestion: {query}\n"
-QA_TEMPLATE = "Please briefly answer the following question.\nQuestion: {query}\n"
 AFFIRMATIVE_SUFFIX_TEMPLATE = "Please briefly answer the following question.\nQuestion: {query}"
 INCONTEXT_TEMPLATE = "Please briefly answer the following question.\n{query}\n"
 ANSWER_SUFFIX = "Answer:"

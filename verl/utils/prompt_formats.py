@@ -4,6 +4,8 @@ A format turns one data row's prompt into the text the model is conditioned on, 
 
 ========  ===========================================================================================
 plain     the prompt unchanged (RWKU: the chat template is applied afterwards)
+rwku      RWKU's probe instruction around the question (cloze with ``___`` -> the fill-in-the-blank form,
+          else the short-answer form), so training prompts look like the evaluator's FB / QA probes
 muse      RULE's MUSE prompts, no chat template: ``completion`` rows -> ``"Completion: {text}\\nAnswer: "``;
           ``qa`` rows -> the ICL shots (``"Question: q\\nAnswer: a\\n\\n"`` each) + ``"Question: {q}\\nAnswer: "``
           (the same form as MUSE's KnowMem evaluation); the row's ``mode`` key picks the form
@@ -27,9 +29,19 @@ PROMPT_FORMATS: Registry[PromptFormat] = Registry("prompt format")
 MUSE_MODES = ("qa", "completion")
 
 
+FB_TEMPLATE = "Please complete the blank in the following question.\nQuestion: {query}\n"
+QA_TEMPLATE = "Please briefly answer the following question.\nQuestion: {query}\n"
+
+
 @PROMPT_FORMATS.register("plain")
 def plain_prompt(prompt: str, row: dict, shots: Sequence[dict]) -> str:
     return prompt
+
+
+@PROMPT_FORMATS.register("rwku")
+def rwku_probe_prompt(prompt: str, row: dict, shots: Sequence[dict]) -> str:
+    """RWKU's FB template for a cloze (``___``), else its QA template (BENCHMARKS.md section 1.4)."""
+    return (FB_TEMPLATE if "___" in prompt else QA_TEMPLATE).format(query=prompt)
 
 
 def qa_shots_prefix(shots: Sequence[dict]) -> str:
