@@ -1,0 +1,31 @@
+"""The demo's training files: facts, RS rows and ReBO rows in the probe format the evaluator uses."""
+
+import json
+
+from data.demo import probe_format, rebo_rows, rs_rows, teach_rows
+from data.embedded import write_embedded_benchmark
+from verl.eval.prompts import ANSWER_SUFFIX, FB_TEMPLATE, QA_TEMPLATE
+
+
+def test_demo_rows_follow_the_probe_format(tmp_path):
+    bench = tmp_path / "bench"
+    write_embedded_benchmark(bench, seed=0)
+    target_dir = next((bench / "Target").iterdir())
+    facts = json.loads((bench / "facts.json").read_text())
+    teach = teach_rows(bench)
+    assert len(teach) == len(facts)
+    assert all(row["response"].startswith(ANSWER_SUFFIX + " ") for row in teach)
+    subject = facts[0]["subject"]
+    assert len(teach_rows(bench, {subject})) == sum(f["subject"] == subject for f in facts)
+
+    raw_rs = json.loads((target_dir / "reject_target.json").read_text())
+    rs = rs_rows(target_dir)
+    assert rs[0]["prompt"] == probe_format(raw_rs[0]["instruction"])
+    assert rs[0]["response"] == f"Answer: {raw_rs[0]['output']}"
+    assert probe_format("Q?") == QA_TEMPLATE.format(query="Q?")
+    assert probe_format("A ___ b.") == FB_TEMPLATE.format(query="A ___ b.")
+
+    raw_rebo = json.loads((target_dir / "rl_rejection_with_fb_neighbor_target.json").read_text())
+    rebo = rebo_rows(target_dir)
+    assert [r["solution"] for r in rebo] == [r["solution"] for r in raw_rebo]
+    assert rebo[0]["prompt"] == probe_format(raw_rebo[0]["prompt"])
