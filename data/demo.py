@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rs-epochs", type=int, default=3, help="Rejection Steering epochs")
     parser.add_argument("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
     parser.add_argument("--rebo-steps", type=int, default=20, help="ReBO steps (8 prompts x 4 samples each)")
-    parser.add_argument("--rebo-lr", type=float, default=2e-5, help="ReBO lr")
+    parser.add_argument("--rebo-lr", type=float, default=1e-5, help="ReBO lr")
     parser.add_argument(
         "--rebo-kl", type=float, default=0.01, help="ReBO KL coefficient (low_var_kl, to the RS model)"
     )
