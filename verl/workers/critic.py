@@ -9,6 +9,7 @@ from torch import nn
 
 from verl.protocol import DataProto
 from verl.utils import core_algos
+from verl.utils.seqlen_balancing import pad_response, trim_padding
 from verl.utils.torch_functional import masked_mean
 from verl.workers.actor.dp_actor import clip_and_step, global_sum
 from verl.workers.config import CriticConfig
@@ -34,14 +35,20 @@ class DataParallelCritic:
         self.device = device or torch.device("cpu")
 
     def _micro_batches(self, data: DataProto, keys, size: int):
+        """Yield (tensors with all-padding columns trimmed, original response length) per micro-batch."""
         for micro in data.select(batch_keys=[k for k in keys if k in data.batch.keys()]).split(size):
-            yield {k: v.to(self.device) for k, v in micro.batch.items()}
+            yield trim_padding({k: v.to(self.device) for k, v in micro.batch.items()})
 
     @torch.no_grad()
     def compute_values(self, data: DataProto) -> torch.Tensor:
+        """(bs, response_length) values, zero outside the response mask."""
         self.module.eval()
         size = self.config.micro_batch_size_per_device_for_experience
-        values = [response_values(self.module, b).cpu() for b in self._micro_batches(data, MODEL_INPUTS, size)]
+        keys = (*MODEL_INPUTS, "response_mask")
+        values = [
+            pad_response(response_values(self.module, batch).cpu(), response_length)
+            for batch, response_length in self._micro_batches(data, keys, size)
+        ]
         return torch.cat(values) * data.batch["response_mask"]
 
     def update_critic(self, data: DataProto) -> dict[str, list[float]]:
@@ -56,7 +63,7 @@ class DataParallelCritic:
             for mini in data.split(mini_size):
                 local = float(mini.batch["response_mask"].sum()) if cfg.loss_agg_mode == "token-mean" else len(mini)
                 normalizer = max(global_sum(local), 1.0) / world
-                for batch in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
+                for batch, _ in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
                     mask = batch["response_mask"].float()
                     vpreds = response_values(self.module, batch)
                     loss, loss_metrics = core_algos.compute_value_loss(

@@ -1,0 +1,69 @@
+"""The data-parallel critic: padding trimming changes nothing; the value regression moves towards the returns."""
+
+import torch
+
+from verl.protocol import DataProto
+from verl.utils.models import save_tiny_model_dir
+from verl.workers.config import CriticConfig
+from verl.workers.critic import DataParallelCritic, response_values
+
+
+def value_model(tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    torch.manual_seed(0)
+    return AutoModelForTokenClassification.from_pretrained(folder, num_labels=1, dtype=torch.float32)
+
+
+def padded_batch(prompt_len: int = 7, response_len: int = 6) -> DataProto:
+    """Left-padded prompts, right-padded responses, with extra all-padding columns on both sides."""
+    torch.manual_seed(1)
+    bs, width = 3, prompt_len + response_len
+    input_ids = torch.randint(5, 100, (bs, width))
+    attention = torch.zeros(bs, width, dtype=torch.long)
+    for row, (p, r) in enumerate([(3, 2), (4, 3), (2, 1)]):  # real prompt / response tokens per row
+        attention[row, prompt_len - p : prompt_len + r] = 1
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    response_mask = attention[:, prompt_len:]
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "position_ids": position_ids,
+        "responses": input_ids[:, prompt_len:],
+        "response_mask": response_mask,
+        "returns": torch.randn(bs, response_len) * response_mask,
+    }
+    return DataProto.from_dict(batch)
+
+
+def test_trimmed_values_equal_the_full_width_forward(tmp_path):
+    module = value_model(tmp_path)
+    data = padded_batch()
+    critic = DataParallelCritic(CriticConfig(micro_batch_size_per_device_for_experience=2), module, None, None)
+    values = critic.compute_values(data)
+    with torch.no_grad():
+        full = response_values(module.eval(), dict(data.batch.items())) * data.batch["response_mask"]
+    assert values.shape == full.shape == (3, 6)
+    torch.testing.assert_close(values, full, atol=1e-5, rtol=1e-5)
+
+
+def test_value_loss_falls_over_updates(tmp_path):
+    module = value_model(tmp_path)
+    data = padded_batch()
+    cfg = CriticConfig(micro_batch_size_per_device_for_update=2, cliprange_value=10.0)
+    cfg.global_batch_size_per_device = 3
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    critic = DataParallelCritic(cfg, module, optimizer, None)
+    mask = data.batch["response_mask"].float()
+
+    def error() -> float:
+        values = critic.compute_values(data)
+        return float((((values - data.batch["returns"]) ** 2) * mask).sum() / mask.sum())
+
+    before = error()
+    for _ in range(5):
+        data.batch["values"] = critic.compute_values(data)
+        metrics = critic.update_critic(data)
+    assert error() < 0.5 * before
+    assert len(metrics["critic/grad_norm"]) == 1
