@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from verl.single_controller.launch import WorkerResources
 from verl.utils.config import ConfigError, check_choice
 from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import FSDPConfig, ModelConfig, OptimConfig
@@ -96,7 +97,9 @@ class LossConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(WorkerResources):
+    """Loop and outputs; worker placement (nnodes, n_gpus_per_node, ...) from ``WorkerResources``."""
+
     project_name: str = "rule"
     """Project name for loggers."""
     experiment_name: str = "rs"
@@ -123,14 +126,6 @@ class TrainerConfig:
     """Show a tqdm progress bar."""
     backend: str = "inprocess"
     """ray (n_workers FSDP workers) or inprocess (one worker in this process)."""
-    nnodes: int = 1
-    """Nodes of the Ray cluster."""
-    n_gpus_per_node: int = 0
-    """GPUs per node (0 = CPU workers)."""
-    n_workers: int = 1
-    """Workers per node when n_gpus_per_node = 0."""
-    cpus_per_worker: float = 0.0
-    """Ray CPUs per worker; 0 = (node CPUs - 0.5) / workers."""
     num_threads: int = 0
     """torch threads per worker; 0 = node CPUs / workers."""
     seed: int = 42
@@ -155,13 +150,13 @@ class RSConfig:
     """Loop, outputs, workers."""
 
     def world_size(self) -> int:
-        return (self.trainer.n_gpus_per_node or self.trainer.n_workers) * self.trainer.nnodes
+        return self.trainer.world_size()
 
     def post_init(self) -> None:
         from RS.losses import get_loss
 
         t = self.trainer
-        check_choice(t.backend, ["ray", "inprocess"], "trainer.backend")
+        t.check_resources("trainer")
         for sink in t.logger:
             check_choice(sink, ["console", "jsonl", "tensorboard", "wandb"], "trainer.logger")
         try:
@@ -176,8 +171,6 @@ class RSConfig:
             if getattr(t, key) < 1:
                 raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(t, key)}")
         world = self.world_size()
-        if t.backend == "inprocess" and world != 1:
-            raise ConfigError(f"trainer.backend=inprocess runs one worker; got a world size of {world}")
         if t.batch_size % world:
             raise ConfigError(f"trainer.batch_size={t.batch_size} must divide by the {world} workers")
         if self.model.model_path and os.path.isdir(self.model.model_path):

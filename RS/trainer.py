@@ -37,9 +37,7 @@ def build_worker_group(config: RSConfig):
 
     t = config.trainer
     cls = ClassWithInitArgs(UnlearnWorker, worker_config(config), config.loss.name, dict(config.loss.params))
-    groups, shutdown = launch_worker_groups(
-        {"actor": cls}, t.backend, t.nnodes, t.n_gpus_per_node, t.n_workers, t.cpus_per_worker
-    )
+    groups, shutdown = launch_worker_groups({"actor": cls}, t)
     try:
         groups["actor"].init_model()
     except BaseException:

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from verl.single_controller.launch import WorkerResources
 from verl.utils.config import ConfigError, check_choice
 from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import WorkerConfig
@@ -109,7 +110,9 @@ class EvaluatorConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(WorkerResources):
+    """Loop, logging and checkpoints; worker placement (backend, nnodes, ...) from ``WorkerResources``."""
+
     project_name: str = "rule"
     """Project name for loggers."""
     experiment_name: str = "rebo"
@@ -122,16 +125,6 @@ class TrainerConfig:
     """Passes over the training prompts."""
     max_steps: int = -1
     """Stop after this many steps (-1 = total_epochs)."""
-    backend: str = "ray"
-    """Worker groups on ray, or inprocess (one worker, no Ray; for debugging)."""
-    nnodes: int = 1
-    """Nodes of the Ray cluster to use."""
-    n_gpus_per_node: int = 0
-    """GPUs per node (0 = CPU workers)."""
-    n_workers: int = 1
-    """Workers per node when n_gpus_per_node = 0 (the FSDP world size on CPU)."""
-    cpus_per_worker: float = 0.0
-    """Ray CPUs per worker; 0 = (node CPUs - 0.5) / workers."""
     val_freq: int = -1
     """Validate every N steps (-1 = never); runs at the end too when >0."""
     val_before_train: bool = False
@@ -172,8 +165,7 @@ class PPOConfig:
     """Benchmark evaluation during training."""
 
     def world_size(self) -> int:
-        per_node = self.trainer.n_gpus_per_node or self.trainer.n_workers
-        return per_node * self.trainer.nnodes
+        return self.trainer.world_size()
 
     def post_init(self) -> None:
         """Fill derived fields and check cross-section constraints (runs before the sections' own)."""
@@ -185,7 +177,7 @@ class PPOConfig:
             algo.kl_penalty, ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full"], "algorithm.kl_penalty"
         )
         check_choice(algo.kl_type, ["fixed", "adaptive"], "algorithm.kl_type")
-        check_choice(trainer.backend, ["ray", "inprocess"], "trainer.backend")
+        trainer.check_resources("trainer")
         for sink in trainer.logger:
             check_choice(sink, ["console", "jsonl", "tensorboard", "wandb"], "trainer.logger")
         check_choice(self.evaluator.benchmark, ["none", "rwku", "muse"], "evaluator.benchmark")
@@ -198,8 +190,6 @@ class PPOConfig:
         if algo.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
             raise ConfigError(f"algorithm.adv_estimator={algo.adv_estimator} needs worker.rollout.n >= 2")
         world = self.world_size()
-        if trainer.backend == "inprocess" and world != 1:
-            raise ConfigError(f"trainer.backend=inprocess runs one worker; got a world size of {world}")
         sequences = self.data.rollout_batch_size * rollout.n
         if sequences % world:
             raise ConfigError(

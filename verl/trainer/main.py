@@ -32,9 +32,7 @@ def build_worker_groups(config: PPOConfig) -> tuple[dict, Callable[[], None]]:
     classes = {"actor_rollout_ref": ClassWithInitArgs(FSDPWorker, config.worker, role)}
     if config.algorithm.adv_estimator == "gae":
         classes["critic"] = ClassWithInitArgs(FSDPWorker, config.worker, "critic")
-    groups, shutdown = launch_worker_groups(
-        classes, trainer.backend, trainer.nnodes, trainer.n_gpus_per_node, trainer.n_workers, trainer.cpus_per_worker
-    )
+    groups, shutdown = launch_worker_groups(classes, trainer)
     try:
         for wg in groups.values():
             wg.init_model()
