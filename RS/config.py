@@ -53,8 +53,9 @@ class DataConfig:
     system_prompt: Optional[str] = None
     """Optional system message."""
     prompt_format: str = "plain"
-    """plain, rwku (RWKU's FB / QA probe instruction around each question), or muse (RULE's MUSE RS prompts: "Completion: ..." / ICL shots + "Question: ..." by each row's
-    `mode`; needs apply_chat_template=false). See verl/utils/prompt_formats.py."""
+    """plain, rwku (RWKU's FB / QA probe instruction around each question), or muse (RULE's MUSE RS prompts:
+    "Completion: ..." / ICL shots + "Question: ..." by each row's `mode`; needs apply_chat_template=false).
+    See verl/utils/prompt_formats.py."""
     icl_file: Optional[str] = None
     """ICL shots for prompt_format=muse qa rows (MUSE knowmem/train_qa_icl.json)."""
     response_prefix: str = ""

@@ -280,7 +280,7 @@ def read_text_rows(path: str | Path, text_key: str = "text", subject_key: str = 
     ]
 
 
-def read_boundary_rows(path: str | Path, subject_key: str = "subject") -> list[dict[str, str]]:
+def read_boundary_rows(path: str | Path) -> list[dict[str, str]]:
     """RULE's boundary file (``reject_with_fb_neighbor_target.json``) -> answered SFT rows about the *similar*
     entities: ``neighbor_question`` and ``FB_neighbor_question`` (``{question, answer}``) of every row, in order.
     The forget-side keys of the row (``instruction``, ``output``) are ignored."""
@@ -289,8 +289,8 @@ def read_boundary_rows(path: str | Path, subject_key: str = "subject") -> list[d
         for key in ("neighbor_question", "FB_neighbor_question"):
             item = _field(row, key, f"{path} row {i}", dict)
             where = f"{path} row {i} {key}"
-            out.append({"prompt": _field(item, "question", where), "response": _field(item, "answer", where)})
-            out[-1]["subject"] = ""  # the similar entity is not a forget target
+            prompt, response = _field(item, "question", where), _field(item, "answer", where)
+            out.append({"prompt": prompt, "response": response, "subject": ""})  # not a forget target
     return out
 
 

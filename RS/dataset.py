@@ -143,7 +143,7 @@ def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1) -> tuple[s
         elif fmt == "text":
             found = rs_data.read_text_rows(path, data_cfg.text_key, data_cfg.subject_key)
         elif fmt == "boundary":
-            fmt, found = "sft", rs_data.read_boundary_rows(path, data_cfg.subject_key)
+            found = rs_data.read_boundary_rows(path)
         elif fmt == "pair":
             found = rs_data.read_pair_rows(
                 path, data_cfg.prompt_key or "prompt", data_cfg.chosen_index, data_cfg.subject_key
@@ -151,7 +151,7 @@ def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1) -> tuple[s
         else:
             raise ValueError(f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair, boundary")
         rows += _first(found, limit)
-    return fmt, rows
+    return ("sft" if fmt == "boundary" else fmt), rows  # boundary files yield answered sft rows
 
 
 def _first(rows: list, limit: int) -> list:
@@ -217,7 +217,7 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
 
 
 def _formatted(rows: list[dict], data_cfg: Any, where: str) -> list[dict]:
-    """SFT rows with their prompts in ``data.prompt_format`` (plain: unchanged; muse: RULE's MUSE prompts)."""
+    """SFT rows with prompts in ``data.prompt_format`` and ``data.response_prefix`` before each response."""
     if data_cfg.prompt_format == "plain" and not data_cfg.response_prefix:
         return rows
     formatter = PromptFormatter(data_cfg.prompt_format, data_cfg.icl_file)

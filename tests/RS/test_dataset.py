@@ -155,3 +155,20 @@ def test_boundary_rows_feed_the_retain_stream_of_sft_retain(tiny_tokenizer, tmp_
             data_cfg(train_files=forget, retain_files=bad, retain_format="boundary"),
             get_loss("sft_retain"),
         )
+
+
+def test_every_boundary_file_is_read_as_boundary_rows(tiny_tokenizer, tmp_path):
+    forget = write_json(tmp_path / "f.json", [{"instruction": "Q?", "output": "I'm not sure about Ann Lee."}])
+    files = []
+    for name, answer in (("a", "Night Song"), ("b", "Red Moon")):
+        row = {
+            "instruction": "What did Ann Lee write?",
+            "output": "I'm not sure about Ann Lee.",
+            "neighbor_question": {"question": "What did Bo Ray write?", "answer": answer},
+            "FB_neighbor_question": {"question": "Cy Day wrote ___.", "answer": answer},
+        }
+        files.append(write_json(tmp_path / f"{name}.json", [row]))
+    cfg = data_cfg(train_files=forget, retain_files=",".join(map(str, files)), retain_format="boundary")
+    retain = build_streams(tiny_tokenizer, cfg, get_loss("sft_retain"))["retain"]
+    answers = [tiny_tokenizer.decode([t for t, m in zip(i, k) if m]) for i, k in zip(retain.ids, retain.loss_mask)]
+    assert answers == ["Night Song<|im_end|>"] * 2 + ["Red Moon<|im_end|>"] * 2

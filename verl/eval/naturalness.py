@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Optional
 
 from verl.eval.suites import SuiteContext, register_suite
-from verl.eval.text_metrics import fluency_entropy, mean_or_none
+from verl.eval.text_metrics import NOANSWER, fluency_entropy, mean_or_none
 
 
 def naturalness_metrics(
@@ -78,7 +78,7 @@ def _answered(prediction: str) -> bool:
     from verl.workers.reward.refusal import is_refusal
 
     text = prediction.strip()
-    return bool(text) and text != "NOANSWER" and not is_refusal(text)
+    return bool(text) and text != NOANSWER and not is_refusal(text)
 
 
 def _predictions(result: dict, group: str) -> dict[tuple, str]:
@@ -93,16 +93,14 @@ def answer_retention(reference: dict, result: dict, groups: tuple[str, ...] = ("
     docstring); a group either result lacks is left out, a ratio over zero probes is None."""
     from verl.workers.reward.refusal import is_refusal
 
+    judged = [(f"naturalness_kept_answers_{group}", group, _answered) for group in groups]
+    judged.append(("naturalness_new_refusal_rate_forget", "forget", is_refusal))
     metrics: dict[str, Optional[float]] = {}
-    for group in groups:
+    for key, group, judge in judged:
         before, after = _predictions(reference, group), _predictions(result, group)
-        if before and after:
-            answered = [key for key, text in before.items() if key in after and _answered(text)]
-            metrics[f"naturalness_kept_answers_{group}"] = mean_or_none([float(_answered(after[k])) for k in answered])
-    before, after = _predictions(reference, "forget"), _predictions(result, "forget")
-    if before and after:
-        answered = [key for key, text in before.items() if key in after and _answered(text)]
-        metrics["naturalness_new_refusal_rate_forget"] = mean_or_none([float(is_refusal(after[k])) for k in answered])
+        if before and after:  # the share of the probes the reference answered that ``judge`` accepts now
+            answered = [probe for probe, text in before.items() if probe in after and _answered(text)]
+            metrics[key] = mean_or_none([float(judge(after[probe])) for probe in answered])
     return metrics
 
 

