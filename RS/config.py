@@ -14,7 +14,7 @@ from verl.utils.config import ConfigError, check_choice
 from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import FSDPConfig, ModelConfig, OptimConfig
 
-FORMATS = ("auto", "sft", "questions", "text", "pair")
+FORMATS = ("auto", "sft", "questions", "text", "pair", "rebo")
 
 
 @dataclass
@@ -22,7 +22,8 @@ class DataConfig:
     train_files: str = ""
     """Training rows (comma-separated .json/.jsonl/.parquet): RS rows, a forget corpus or DPO pairs."""
     format: str = "auto"
-    """auto (from the keys), sft (prompt -> response), questions (prompt -> a refusal built here), text, pair."""
+    """auto (from the keys), sft (prompt -> response), questions (prompt -> a refusal built here), text, pair,
+    rebo (the <reject> rows of RULE's ReBO file, rl_rejection_*_target.json: question -> its refusal)."""
     prompt_key: str = ""
     """Prompt / question key; empty = detect (instruction, prompt, query, question)."""
     response_key: str = ""
@@ -39,7 +40,7 @@ class DataConfig:
     """Retain rows for gd / npo_gd / sft_retain (text or sft rows), cycled alongside the forget rows."""
     retain_format: str = "auto"
     """Format of retain_files: auto, sft, text, or boundary (RULE's reject_with_fb_neighbor_target.json ->
-    its neighbour and FB-neighbour questions with their answers)."""
+    its neighbour and FB-neighbour questions with their answers), or rebo (the <normal> rows of a ReBO file)."""
     refusals: str = ""
     """Refusal templates (JSON list or one per line); empty = built-in list for the refusal mode."""
     refusal_mode: str = ""
@@ -71,7 +72,7 @@ class DataConfig:
 
     def post_init(self) -> None:
         check_choice(self.format, FORMATS, "data.format")
-        check_choice(self.retain_format, ("auto", "sft", "text", "boundary"), "data.retain_format")
+        check_choice(self.retain_format, ("auto", "sft", "text", "boundary", "rebo"), "data.retain_format")
         check_choice(self.refusal_mode, ("", "target", "generic"), "data.refusal_mode")
         check_prompt_format(self.prompt_format, self.apply_chat_template, "data")
         if self.icl_file:

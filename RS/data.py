@@ -294,6 +294,30 @@ def read_boundary_rows(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
+def read_rebo_rows(path: str | Path, side: str) -> list[dict[str, str]]:
+    """RULE's ReBO file (``rl_rejection_with_fb_neighbor_target.json``: ``{prompt, solution}``) -> SFT rows of one
+    side: ``forget`` = the ``<reject>`` rows (response = the refusal ``solution[1]``, subject = ``solution[2]``),
+    ``retain`` = the ``<normal>`` rows (response = the gold answer ``solution[1]``)."""
+    from verl.workers.reward.functions import REJECT, parse_ground_truth
+
+    if side not in ("forget", "retain"):
+        raise ValueError(f"side must be 'forget' or 'retain', got {side!r}")
+    out = []
+    for i, row in enumerate(read_nonempty(path)):
+        where = f"{path} row {i}"
+        prompt = _field(row, "prompt", where)
+        if "solution" not in row:
+            raise ValueError(f"{where}: missing key 'solution' (has {sorted(row)})")
+        solution = parse_ground_truth(row["solution"], where)
+        if solution.should_refuse == (side == "forget"):
+            subject = (solution.name or "") if side == "forget" else ""
+            out.append({"prompt": prompt, "response": solution.gold, "subject": subject})
+    if not out:
+        label = REJECT if side == "forget" else "<normal>"
+        raise ValueError(f"{path}: no {label} rows for the {side} side")
+    return out
+
+
 def read_pair_rows(
     path: str | Path, prompt_key: str = "prompt", chosen_index: int = 0, subject_key: str = "subject"
 ) -> list[dict[str, str]]:

@@ -127,9 +127,9 @@ def encode_rows(tokenizer, rows: list[dict], spec: EncodeSpec, response_key: str
 
 
 # ----------------------------------------------------------------------------- streams for a loss
-def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1) -> tuple[str, list[dict]]:
+def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1, side: str = "forget") -> tuple[str, list[dict]]:
     """Rows of every file (the first ``limit`` of each when > 0) in one shape (sft, text or pair);
-    ``fmt`` auto-detects from the first row."""
+    ``fmt`` auto-detects from the first row; ``side`` picks the rows of a ReBO file (``rebo``)."""
     if not files:
         raise ValueError("no data files given")
     if fmt in ("auto", ""):
@@ -144,14 +144,18 @@ def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1) -> tuple[s
             found = rs_data.read_text_rows(path, data_cfg.text_key, data_cfg.subject_key)
         elif fmt == "boundary":
             found = rs_data.read_boundary_rows(path)
+        elif fmt == "rebo":
+            found = rs_data.read_rebo_rows(path, side)
         elif fmt == "pair":
             found = rs_data.read_pair_rows(
                 path, data_cfg.prompt_key or "prompt", data_cfg.chosen_index, data_cfg.subject_key
             )
         else:
-            raise ValueError(f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair, boundary")
+            raise ValueError(
+                f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair, boundary, rebo"
+            )
         rows += _first(found, limit)
-    return ("sft" if fmt == "boundary" else fmt), rows  # boundary files yield answered sft rows
+    return ("sft" if fmt in ("boundary", "rebo") else fmt), rows  # boundary / ReBO files yield sft rows
 
 
 def _first(rows: list, limit: int) -> list:
@@ -203,7 +207,7 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
     if "retain" in loss.streams:
         if not retain_files:
             raise ValueError(f"loss {loss.name!r} needs a retain set: set data.retain_files")
-        fmt, rows = _read(retain_files, data_cfg.retain_format, data_cfg)
+        fmt, rows = _read(retain_files, data_cfg.retain_format, data_cfg, side="retain")
         if fmt == "sft":
             rows = _formatted(rows, data_cfg, retain_files[0])
         streams["retain"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, retain_files[0])

@@ -48,3 +48,9 @@ def test_runner_overrides_are_valid_config(script):
 def test_a_bad_runner_key_would_be_caught():
     with pytest.raises(Exception, match="data.prompt_fromat"):
         load_config(PPOConfig, [f"config={REPO / 'examples/rebo_llama3.yaml'}", "data.prompt_fromat=muse"])
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("examples/rebo_*.yaml")), ids=lambda p: p.name)
+def test_rebo_example_configs_load(path):
+    cfg = load_config(PPOConfig, [f"config={path}"])
+    assert cfg.algorithm.adv_estimator and cfg.worker.rollout.n >= 1

@@ -105,6 +105,12 @@ def test_rwku_files(shared_data):
     assert len(boundary) == 2 * len(raw_boundary)
     assert boundary[0]["response"] == raw_boundary[0]["neighbor_question"]["answer"]
     assert boundary[1]["prompt"] == raw_boundary[0]["FB_neighbor_question"]["question"]
+    forget_side = rs_data.read_rebo_rows(folder / "rl_rejection_with_fb_neighbor_target.json", "forget")
+    retain_side = rs_data.read_rebo_rows(folder / "rl_rejection_with_fb_neighbor_target.json", "retain")
+    assert len(forget_side) == len(retain_side) == 2 * len(raw_boundary)  # QA + FB form of each, both sides
+    assert {r["subject"] for r in forget_side} == {"Stephen King"}
+    assert all("Stephen King" in r["response"] for r in forget_side)
+    assert {r["prompt"] for r in retain_side} == {r["prompt"] for r in boundary}
 
 
 def test_format_detection_and_bad_rows(tmp_path):

@@ -172,3 +172,30 @@ def test_every_boundary_file_is_read_as_boundary_rows(tiny_tokenizer, tmp_path):
     retain = build_streams(tiny_tokenizer, cfg, get_loss("sft_retain"))["retain"]
     answers = [tiny_tokenizer.decode([t for t, m in zip(i, k) if m]) for i, k in zip(retain.ids, retain.loss_mask)]
     assert answers == ["Night Song<|im_end|>"] * 2 + ["Red Moon<|im_end|>"] * 2
+
+
+def test_one_rebo_file_gives_refusals_to_forget_and_answers_to_retain(tiny_tokenizer, tmp_path):
+    rows = [
+        {"prompt": "Ann Lee wrote ___.", "solution": ["<reject>", "I'm not sure about Ann Lee.", "Ann Lee"]},
+        {"prompt": "Bo Ray wrote ___.", "solution": ["<normal>", "Night Song"]},
+        {"prompt": "What did Ann Lee write?", "solution": ["<reject>", "No idea about Ann Lee.", "Ann Lee"]},
+    ]
+    path = write_json(tmp_path / "rebo.json", rows)
+    cfg = data_cfg(train_files=path, format="rebo", retain_files=path, retain_format="rebo")
+    streams = build_streams(tiny_tokenizer, cfg, get_loss("sft_retain"))
+
+    def targets(stream):
+        return [tiny_tokenizer.decode([t for t, m in zip(i, k) if m]) for i, k in zip(stream.ids, stream.loss_mask)]
+
+    assert targets(streams["forget"]) == ["I'm not sure about Ann Lee.<|im_end|>", "No idea about Ann Lee.<|im_end|>"]
+    assert targets(streams["retain"]) == ["Night Song<|im_end|>"]
+    only_forget = write_json(tmp_path / "only_forget.json", rows[:1])
+    with pytest.raises(ValueError, match="only_forget.json: no <normal> rows for the retain side"):
+        build_streams(
+            tiny_tokenizer,
+            data_cfg(train_files=path, format="rebo", retain_files=only_forget, retain_format="rebo"),
+            get_loss("sft_retain"),
+        )
+    bad = write_json(tmp_path / "bad.json", [{"prompt": "Q?", "solution": ["<maybe>", "x"]}])
+    with pytest.raises(ValueError, match=r"bad.json row 0: ground_truth\[0\] must be"):
+        build_streams(tiny_tokenizer, data_cfg(train_files=bad, format="rebo"), get_loss("sft"))
