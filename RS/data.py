@@ -29,6 +29,7 @@ from typing import Any
 
 from verl.utils.dataset import read_rows
 from verl.utils.fileio import write_json_atomic
+from verl.workers.reward.functions import NORMAL, REJECT, parse_ground_truth
 
 PLACEHOLDER = "{target}"
 
@@ -298,8 +299,6 @@ def read_rebo_rows(path: str | Path, side: str) -> list[dict[str, str]]:
     """RULE's ReBO file (``rl_rejection_with_fb_neighbor_target.json``: ``{prompt, solution}``) -> SFT rows of one
     side: ``forget`` = the ``<reject>`` rows (response = the refusal ``solution[1]``, subject = ``solution[2]``),
     ``retain`` = the ``<normal>`` rows (response = the gold answer ``solution[1]``)."""
-    from verl.workers.reward.functions import REJECT, parse_ground_truth
-
     if side not in ("forget", "retain"):
         raise ValueError(f"side must be 'forget' or 'retain', got {side!r}")
     out = []
@@ -313,7 +312,7 @@ def read_rebo_rows(path: str | Path, side: str) -> list[dict[str, str]]:
             subject = (solution.name or "") if side == "forget" else ""
             out.append({"prompt": prompt, "response": solution.gold, "subject": subject})
     if not out:
-        label = REJECT if side == "forget" else "<normal>"
+        label = REJECT if side == "forget" else NORMAL
         raise ValueError(f"{path}: no {label} rows for the {side} side")
     return out
 
