@@ -211,3 +211,12 @@ def test_reference_option_adds_kept_columns(tmp_path, capsys):
         main([str(tmp_path / "res"), "--out", str(tmp_path / "o2"), "--reference", "nobody"])
     assert exit_info.value.code == 2
     assert "--reference 'nobody' is not among the models: base, rs" in capsys.readouterr().err
+
+
+def test_tables_inside_a_result_folder_are_not_read_back(results, tmp_path):
+    base, _ = results
+    out = base / "tables"  # as `python -m verl.eval.collect log/eval --out log/eval/tables`
+    for _ in range(2):  # the second run finds the first run's collected.json under the folder it scans
+        assert main([str(base), "--out", str(out)]) == 0
+    _, rows = read_csv(out / "rwku_table1.csv")
+    assert list(rows) == ["base"] and rows["base"]["targets"] == "2"

@@ -89,11 +89,17 @@ def method_of(name: str) -> str:
     return CHECKPOINT_SUFFIX.sub("", stripped) or stripped
 
 
-def _json_files(folder: Path) -> list[Path]:
+def _json_files(folder: Path, skip: Optional[Path] = None) -> list[Path]:
+    """Result JSONs under ``folder``, except hidden ones and those under ``skip`` (the output folder, whose
+    ``collected.json`` a second run would otherwise read as a result)."""
     if not folder.is_dir():
         raise CollectError(f"result folder not found: {folder}")
+    skip = skip.resolve() if skip is not None else None
     files = sorted(
-        p for p in folder.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*.json")
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and (skip is None or not p.resolve().is_relative_to(skip))
     )
     if not files:
         raise CollectError(f"no result JSON (*.json) under {folder}")
@@ -117,18 +123,22 @@ def load_models(
     labels: Optional[Mapping[str, PathLike]] = None,
     benchmark: Optional[str] = None,
     common_targets: bool = False,
+    skip: Optional[PathLike] = None,
 ) -> dict[str, list[ModelResults]]:
     """``{benchmark: [ModelResults, ...]}`` in row order, each with its averaged ``metrics``.
 
     ``folders``: unlabelled result folders (model = each JSON's ``model`` field); ``labels``: ``{name: folder}``
     (every JSON under it belongs to ``name``). Raises :class:`CollectError` on a missing folder, a folder
-    without JSON, a malformed JSON, or two results for the same (model, target).
+    without JSON, a malformed JSON, or two results for the same (model, target). JSONs under ``skip`` are ignored.
     """
     sources = [(Path(f), None) for f in folders] + [(Path(f), name) for name, f in (labels or {}).items()]
     if not sources:
         raise CollectError("no result folder given")
     claims: dict[Path, tuple[int, Optional[str], Path, Path]] = {}  # resolved -> (order, label, folder, path)
-    listed = [(order, folder, label, _json_files(folder)) for order, (folder, label) in enumerate(sources)]
+    listed = [
+        (order, folder, label, _json_files(folder, Path(skip) if skip else None))
+        for order, (folder, label) in enumerate(sources)
+    ]
     for order, folder, label, files in sorted(listed, key=lambda item: item[2] is None):  # labelled folders first
         for path in files:
             claims.setdefault(path.resolve(), (order, label, folder, path))  # a file under two folders counts once
@@ -296,7 +306,7 @@ def collect(
 ) -> list[Path]:
     """Load, average and write every table and plot (module docstring) into ``out``; returns the written paths.
     ``reference``: a model name; adds the answer-retention columns relative to it (NewRef-F, Kept-N)."""
-    grouped = load_models(folders, labels, benchmark, common_targets)
+    grouped = load_models(folders, labels, benchmark, common_targets, skip=out)
     if reference:
         for models in grouped.values():
             for line in add_reference_metrics(models, reference):
