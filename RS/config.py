@@ -15,6 +15,7 @@ from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import FSDPConfig, ModelConfig, OptimConfig
 
 FORMATS = ("auto", "sft", "questions", "text", "pair", "rebo")
+RETAIN_FORMATS = ("auto", "sft", "text", "boundary", "rebo")
 
 
 @dataclass
@@ -72,7 +73,7 @@ class DataConfig:
 
     def post_init(self) -> None:
         check_choice(self.format, FORMATS, "data.format")
-        check_choice(self.retain_format, ("auto", "sft", "text", "boundary", "rebo"), "data.retain_format")
+        check_choice(self.retain_format, RETAIN_FORMATS, "data.retain_format")
         check_choice(self.refusal_mode, ("", "target", "generic"), "data.refusal_mode")
         check_prompt_format(self.prompt_format, self.apply_chat_template, "data")
         if self.icl_file:

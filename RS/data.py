@@ -305,12 +305,9 @@ def read_rebo_rows(path: str | Path, side: str) -> list[dict[str, str]]:
     for i, row in enumerate(read_nonempty(path)):
         where = f"{path} row {i}"
         prompt = _field(row, "prompt", where)
-        if "solution" not in row:
-            raise ValueError(f"{where}: missing key 'solution' (has {sorted(row)})")
-        solution = parse_ground_truth(row["solution"], where)
-        if solution.should_refuse == (side == "forget"):
-            subject = (solution.name or "") if side == "forget" else ""
-            out.append({"prompt": prompt, "response": solution.gold, "subject": subject})
+        solution = parse_ground_truth(_field(row, "solution", where, list), where)
+        if solution.should_refuse == (side == "forget"):  # name: the target on <reject> rows, None on <normal>
+            out.append({"prompt": prompt, "response": solution.gold, "subject": solution.name or ""})
     if not out:
         label = REJECT if side == "forget" else NORMAL
         raise ValueError(f"{path}: no {label} rows for the {side} side")

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import torch
 
 from RS import data as rs_data
+from RS.config import FORMATS, RETAIN_FORMATS
 from RS.losses import UNLEARN_LOSSES, LossSpec
 from verl.utils.prompt_formats import PromptFormatter
 
@@ -151,9 +152,8 @@ def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1, side: str 
                 path, data_cfg.prompt_key or "prompt", data_cfg.chosen_index, data_cfg.subject_key
             )
         else:
-            raise ValueError(
-                f"unknown data format {fmt!r}; choose one of: auto, sft, questions, text, pair, boundary, rebo"
-            )
+            known = ", ".join(dict.fromkeys(FORMATS + RETAIN_FORMATS))
+            raise ValueError(f"unknown data format {fmt!r}; choose one of: {known}")
         rows += _first(found, limit)
     return ("sft" if fmt in ("boundary", "rebo") else fmt), rows  # boundary / ReBO files yield sft rows
 

@@ -90,11 +90,10 @@ def method_of(name: str) -> str:
 
 
 def _json_files(folder: Path, skip: Optional[Path] = None) -> list[Path]:
-    """Result JSONs under ``folder``, except hidden ones and those under ``skip`` (the output folder, whose
-    ``collected.json`` a second run would otherwise read as a result)."""
+    """Result JSONs under ``folder``, except hidden ones and those under the resolved folder ``skip`` (the
+    output folder, whose ``collected.json`` a second run would otherwise read as a result)."""
     if not folder.is_dir():
         raise CollectError(f"result folder not found: {folder}")
-    skip = skip.resolve() if skip is not None else None
     files = sorted(
         p
         for p in folder.rglob("*.json")
@@ -135,10 +134,8 @@ def load_models(
     if not sources:
         raise CollectError("no result folder given")
     claims: dict[Path, tuple[int, Optional[str], Path, Path]] = {}  # resolved -> (order, label, folder, path)
-    listed = [
-        (order, folder, label, _json_files(folder, Path(skip) if skip else None))
-        for order, (folder, label) in enumerate(sources)
-    ]
+    skip_dir = Path(skip).resolve() if skip else None
+    listed = [(order, folder, label, _json_files(folder, skip_dir)) for order, (folder, label) in enumerate(sources)]
     for order, folder, label, files in sorted(listed, key=lambda item: item[2] is None):  # labelled folders first
         for path in files:
             claims.setdefault(path.resolve(), (order, label, folder, path))  # a file under two folders counts once

@@ -37,14 +37,13 @@ from typing import Optional
 
 from verl.eval.suites import SuiteContext, register_suite
 from verl.eval.text_metrics import NOANSWER, fluency_entropy, mean_or_none
+from verl.workers.reward.refusal import is_refusal
 
 
 def naturalness_metrics(
     forget: list[dict], keep_groups: dict[str, list[dict]], target_name: Optional[str], tokenizer: str = "regex"
 ) -> tuple[dict, list[dict]]:
     """Metrics (see the module docstring) and one ``{group, index, refusal}`` row per judged record."""
-    from verl.workers.reward.refusal import is_refusal
-
     rows = []
     flags = [is_refusal(r["prediction"]) for r in forget]
     rows += [
@@ -75,8 +74,6 @@ def naturalness_metrics(
 
 
 def _answered(prediction: str) -> bool:
-    from verl.workers.reward.refusal import is_refusal
-
     text = prediction.strip()
     return bool(text) and text != NOANSWER and not is_refusal(text)
 
@@ -91,8 +88,6 @@ def _predictions(result: dict, group: str) -> dict[tuple, str]:
 def answer_retention(reference: dict, result: dict, groups: tuple[str, ...] = ("neighbor", "boundary", "retain")):
     """Metrics of ``result`` relative to ``reference`` (two ``run_suites`` results of one target; module
     docstring); a group either result lacks is left out, a ratio over zero probes is None."""
-    from verl.workers.reward.refusal import is_refusal
-
     judged = [(f"naturalness_kept_answers_{group}", group, _answered) for group in groups]
     judged.append(("naturalness_new_refusal_rate_forget", "forget", is_refusal))
     metrics: dict[str, Optional[float]] = {}
