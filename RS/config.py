@@ -38,7 +38,7 @@ class DataConfig:
     chosen_index: int = 0
     """pair rows with response=[a, b]: which one is chosen (RWKU pair.json: 0 = counterfactual)."""
     retain_files: str = ""
-    """Retain rows for gd / npo_gd / sft_retain (text or sft rows), cycled alongside the forget rows."""
+    """Retain rows for gd / npo_gd / sft_retain / sft_retain_ul (text or sft rows), cycled alongside the forget rows."""
     retain_format: str = "auto"
     """Format of retain_files: auto, sft, text, or boundary (RULE's reject_with_fb_neighbor_target.json ->
     its neighbour and FB-neighbour questions with their answers), or rebo (the <normal> rows of a ReBO file)."""
@@ -94,7 +94,7 @@ def _absolute(path: str) -> str:
 @dataclass
 class LossConfig:
     name: str = "sft"
-    """Unlearning loss (RS.losses): sft (RS), sft_retain, rt, ga, gd, npo, npo_gd, simnpo, dpo, idkdpo."""
+    """Unlearning loss (RS.losses): sft (RS), sft_retain, sft_retain_ul, rt, ga, gd, npo, npo_gd, simnpo, dpo, idkdpo."""
     params: dict = field(default_factory=dict)
     """Loss parameters, e.g. {beta: 0.2} for npo, {retain_weight: 1.0} for gd."""
 

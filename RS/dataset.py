@@ -2,7 +2,8 @@
 
 A *stream* is one list of token sequences with a 0/1 loss mask per token (1 = the token is a training
 target). Losses read one or more streams (``forget``; ``retain``; ``chosen`` + ``rejected``), all
-aligned row by row except ``retain``, which is cycled alongside ``forget``.
+aligned row by row except ``retain``, which is cycled alongside ``forget`` (and ``retain_refusal``,
+aligned with ``retain``: its prompts, each followed by the first token of a forget refusal).
 
 * prompt/response rows: ``chat_template([system?, user: prompt], add_generation_prompt=True)`` is
   the prompt; the response is exactly what the template appends for the assistant turn (the
@@ -20,7 +21,7 @@ header survives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import torch
@@ -127,6 +128,40 @@ def encode_rows(tokenizer, rows: list[dict], spec: EncodeSpec, response_key: str
     return stream
 
 
+def encode_refusal_starts(
+    tokenizer, retain_rows: list[dict], forget_rows: list[dict], spec: EncodeSpec, data_cfg: Any
+) -> TokenizedStream:
+    """Retain prompt ``j`` followed by forget refusal ``j mod len(forget_rows)``, cut after the refusal's
+    first token, which alone is the loss token: a stream aligned with ``retain`` whose per-row log-prob is
+    ``log p(the refusal starts | retain prompt)`` (after ``data.response_prefix``, which is not scored)."""
+    stream = TokenizedStream()
+    spec = replace(spec, train_on_prompt=False)  # the mask then tells where the response starts
+    prefix = data_cfg.response_prefix
+    for j, row in enumerate(retain_rows):
+        refusal = forget_rows[j % len(forget_rows)]["response"]
+        ids, mask, truncated = encode_prompt_response(tokenizer, row["prompt"], refusal, spec)
+        start = mask.index(1)
+        _, response_text = render_prompt_response(tokenizer, row["prompt"], refusal, spec)
+        refusal_proper = (refusal[len(prefix) :] if refusal.startswith(prefix) else refusal).strip()
+        offset = response_text.find(refusal_proper) if refusal_proper else -1
+        if offset < 0:
+            raise ValueError(f"forget refusal {refusal!r} (for retain row {j}): its text is not in its own tokens")
+        response_ids = ids[start:]
+        first = next(
+            (
+                start + i
+                for i in range(len(response_ids))
+                if len(tokenizer.decode(response_ids[: i + 1], clean_up_tokenization_spaces=False)) > offset
+            ),
+            None,
+        )
+        if first is None:
+            raise ValueError(f"retain row {j}: max_length={spec.max_length} cuts the refusal before it starts")
+        stream.append(ids[: first + 1], [0] * first + [1])
+        stream.truncated += int(truncated)
+    return stream
+
+
 # ----------------------------------------------------------------------------- streams for a loss
 def _read(files: list[str], fmt: str, data_cfg: Any, limit: int = -1, side: str = "forget") -> tuple[str, list[dict]]:
     """Rows of every file (the first ``limit`` of each when > 0) in one shape (sft, text or pair);
@@ -203,6 +238,7 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
         if fmt == "sft":
             rows = _formatted(rows, data_cfg, files[0])
         streams["forget"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, files[0])
+        forget_fmt, forget_rows = fmt, rows
     retain_files = [f.strip() for f in data_cfg.retain_files.split(",") if f.strip()]
     if "retain" in loss.streams:
         if not retain_files:
@@ -211,6 +247,13 @@ def build_streams(tokenizer, data_cfg: Any, loss: LossSpec) -> dict[str, Tokeniz
         if fmt == "sft":
             rows = _formatted(rows, data_cfg, retain_files[0])
         streams["retain"] = _encode_any(tokenizer, fmt, rows, spec, data_cfg.packing, retain_files[0])
+        if "retain_refusal" in loss.streams:
+            if forget_fmt != "sft" or fmt != "sft":
+                raise ValueError(
+                    f"loss {loss.name!r} pairs retain questions with the forget set's refusals: it needs "
+                    f"prompt/response rows on both sides; got {forget_fmt} forget rows, {fmt} retain rows"
+                )
+            streams["retain_refusal"] = encode_refusal_starts(tokenizer, rows, forget_rows, spec, data_cfg)
     elif retain_files:
         with_retain = ", ".join(n for n in UNLEARN_LOSSES.names() if "retain" in UNLEARN_LOSSES.get(n).streams)
         raise ValueError(f"data.retain_files is set but loss {loss.name!r} has no retain term (use {with_retain})")

@@ -1,8 +1,8 @@
 """Unlearning losses (RS / RT, GA, GD, NPO, NPO+GD, SimNPO, DPO, IdkDPO) on per-sequence log-probs.
 
 Every loss is one function registered with ``@unlearning_loss(name, streams=..., ref_streams=...)``.
-It receives, for each data *stream* it declares (``forget``, ``retain``, ``chosen``, ``rejected``), a
-``StreamLogps`` of one micro-batch:
+It receives, for each data *stream* it declares (``forget``, ``retain``, ``retain_refusal``, ``chosen``,
+``rejected``), a ``StreamLogps`` of one micro-batch:
 
 * ``logps``     (bs,) sum of the current model's log-probs over the row's loss tokens;
 * ``ntokens``   (bs,) number of loss tokens in the row;
@@ -20,6 +20,7 @@ Formulas (means over the step's rows, or tokens for "token-mean"):
 =========  =====================================================================================
 sft / rt   NLL of the response tokens, token-mean (rt = sft on generic refusals)
 sft_retain sft + retain_weight * NLL(retain)   (RS with retain anchors: answered boundary questions)
+sft_retain_ul  sft_retain + ul_weight * mean(-log(1 - p(first refusal token | retain prompt)))
 ga         - NLL(forget), token-mean
 gd         - NLL(forget) + retain_weight * NLL(retain)
 npo        -2/beta * mean(logsigmoid(-beta * (logpi - logpi_ref)))   (per-sequence summed log-probs)
@@ -42,7 +43,10 @@ import torch.nn.functional as F
 
 from verl.utils.registry import Registry
 
-STREAMS = ("forget", "retain", "chosen", "rejected")
+UL_EPS = 1e-4
+"""sft_retain_ul scores p(refusal start) as p * (1 - UL_EPS): at most -log(UL_EPS) = 9.2 per row."""
+
+STREAMS = ("forget", "retain", "retain_refusal", "chosen", "rejected")
 
 
 @dataclass
@@ -162,6 +166,23 @@ def sft_retain_loss(
     forget = token_mean_nll(streams["forget"], norm, "forget")
     retain = token_mean_nll(streams["retain"], norm, "retain")
     return forget + retain_weight * retain, {"forget/nll": forget.detach(), "retain/nll": retain.detach()}
+
+
+@unlearning_loss("sft_retain_ul", streams=("forget", "retain", "retain_refusal"), refusals="target")
+def sft_retain_ul_loss(
+    streams: dict[str, StreamLogps], norm: Normalizer, *, retain_weight: float = 1.0, ul_weight: float = 1.0
+) -> tuple[torch.Tensor, dict]:
+    """sft_retain plus unlikelihood of refusing a retain question: ``retain_refusal`` holds each retain
+    prompt followed by one of the forget set's refusals, scored on the refusal's first token only (the
+    token that decides between refusing and answering), so its ``logps`` is ``log p(refusal starts)``.
+    The term ``-log(1 - p)`` is ~0 where the model would not refuse and grows as it would."""
+    loss, metrics = sft_retain_loss(streams, norm, retain_weight=retain_weight)
+    start_prob = streams["retain_refusal"].logps.exp()
+    # scaled below 1 so that p = 1 still gives a finite loss and a gradient (a clamp would give none)
+    unlikelihood = _share(-torch.log1p(-start_prob * (1 - UL_EPS)), norm)
+    metrics["retain/refusal_start_prob"] = _share(start_prob.detach(), norm)
+    metrics["retain/unlikelihood"] = unlikelihood.detach()
+    return loss + ul_weight * unlikelihood, metrics
 
 
 @unlearning_loss("rt", refusals="generic")

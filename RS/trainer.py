@@ -89,8 +89,9 @@ class UnlearnTrainer:
     def make_batch(self, indices: list[int], epoch: int = 0, step: int = 0) -> DataProto:
         """The step's rows of every stream the loss reads (plus cached reference log-probs)."""
         tensors: dict[str, torch.Tensor] = {}
+        retain_rows = self._retain_indices(indices, epoch, step) if "retain" in self.streams else []
         for name in self.loss.streams:
-            rows = self._retain_indices(indices, epoch, step) if name == "retain" else indices
+            rows = retain_rows if name in ("retain", "retain_refusal") else indices  # aligned with retain
             tensors.update(collate(self.streams[name], rows, self.pad_id, name))
             if name in self.ref_logps:
                 tensors[f"{name}_ref_logps"] = torch.from_numpy(self.ref_logps[name][rows]).float()

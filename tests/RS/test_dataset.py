@@ -120,7 +120,7 @@ def test_streams_per_loss(tiny_tokenizer, tmp_path):
     corpus = write_json(tmp_path / "t.json", [{"text": "some facts"}, {"text": "more facts"}])
     with pytest.raises(ValueError, match="loss 'gd' needs a retain set: set data.retain_files"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("gd"))
-    with pytest.raises(ValueError, match="loss 'npo' has no retain term \\(use gd, npo_gd, sft_retain\\)"):
+    with pytest.raises(ValueError, match="loss 'npo' has no retain term \\(use gd, npo_gd, sft_retain, sft_retain_ul\\)"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus, retain_files=corpus), get_loss("npo"))
     with pytest.raises(ValueError, match="loss 'dpo' needs pair rows"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("dpo"))
@@ -199,3 +199,34 @@ def test_one_rebo_file_gives_refusals_to_forget_and_answers_to_retain(tiny_token
     bad = write_json(tmp_path / "bad.json", [{"prompt": "Q?", "solution": ["<maybe>", "x"]}])
     with pytest.raises(ValueError, match=r"bad.json row 0: ground_truth\[0\] must be"):
         build_streams(tiny_tokenizer, data_cfg(train_files=bad, format="rebo"), get_loss("sft"))
+
+
+def test_retain_refusal_stream_scores_the_first_refusal_token_after_each_retain_prompt(tiny_tokenizer, tmp_path):
+    tok = tiny_tokenizer
+    rows = [
+        {"prompt": "Ann Lee wrote ___.", "solution": ["<reject>", "I'm not sure about Ann Lee.", "Ann Lee"]},
+        {"prompt": "What did Ann Lee write?", "solution": ["<reject>", "Nothing comes to mind.", "Ann Lee"]},
+        {"prompt": "Bo Ray wrote ___.", "solution": ["<normal>", "Night Song"]},
+        {"prompt": "Cy Day wrote ___.", "solution": ["<normal>", "Red Moon"]},
+        {"prompt": "Di Fox wrote ___.", "solution": ["<normal>", "Blue Sea"]},
+    ]
+    path = write_json(tmp_path / "rebo.json", rows)
+    cfg = data_cfg(
+        train_files=path, format="rebo", retain_files=path, retain_format="rebo", response_prefix="Answer: "
+    )
+    streams = build_streams(tok, cfg, get_loss("sft_retain_ul"))
+    retain, starts = streams["retain"], streams["retain_refusal"]
+    assert len(starts) == len(retain) == 3
+    for j in range(3):
+        ids, mask = starts.ids[j], starts.loss_mask[j]
+        assert mask == [0] * (len(ids) - 1) + [1]  # one loss token: the last
+        prompt_len = retain.loss_mask[j].index(1)
+        assert ids[:prompt_len] == retain.ids[j][:prompt_len]  # the retain row's own prompt
+        assert tok.decode(ids[prompt_len:-1]).strip() == "Answer:"  # the prefix is context, not scored
+        refusal = ["I'm not sure about Ann Lee.", "Nothing comes to mind."][j % 2]  # forget refusals, cycled
+        assert refusal.startswith(tok.decode(ids[-1:]).strip())
+    text = write_json(tmp_path / "texts.json", [{"text": "Ann Lee was born in Oslo."}])
+    with pytest.raises(ValueError, match="got text forget rows, sft retain rows"):
+        build_streams(
+            tok, data_cfg(train_files=text, retain_files=path, retain_format="rebo"), get_loss("sft_retain_ul")
+        )

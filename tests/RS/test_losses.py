@@ -65,6 +65,20 @@ def test_sft_retain_is_refusal_nll_plus_weighted_retain():
     assert get_loss("sft_retain").refusals == "target"
 
 
+def test_sft_retain_ul_adds_the_unlikelihood_of_starting_a_refusal_on_retain_prompts():
+    starts = {"logps": [-0.1, -2.0, 0.0], "ntokens": [1.0, 1.0, 1.0]}  # log p(refusal's first token)
+    streams = {"forget": stream(FORGET), "retain": stream(RETAIN), "retain_refusal": stream(starts, grad=True)}
+    loss, metrics = get_loss("sft_retain_ul")(streams, Normalizer.of_batch(streams), retain_weight=0.5, ul_weight=2.0)
+    unlikelihood = [-math.log(1 - p * (1 - 1e-4)) for p in (math.exp(-0.1), math.exp(-2.0), 1.0)]
+    expected = token_nll(FORGET) + 0.5 * token_nll(RETAIN) + 2.0 * sum(unlikelihood) / 3
+    assert loss.item() == pytest.approx(expected)
+    assert metrics["retain/refusal_start_prob"].item() == pytest.approx((math.exp(-0.1) + math.exp(-2.0) + 1) / 3)
+    loss.backward()
+    grad = streams["retain_refusal"].logps.grad
+    assert (grad > 0).all() and grad[2] > grad[0] > grad[1] and math.isfinite(grad[2])  # descent lowers each start
+    assert get_loss("sft_retain_ul").streams == ("forget", "retain", "retain_refusal")
+
+
 def npo_reference(beta: float) -> float:
     terms = [logsigmoid(-beta * (lp - ref)) for lp, ref in zip(FORGET["logps"], FORGET["ref"])]
     return -2.0 / beta * sum(terms) / len(terms)

@@ -46,7 +46,7 @@ def test_config_errors_are_one_line_and_name_the_key(argv, message):
 def test_help_lists_losses_and_keys(capsys):
     main(["--help"])
     out = capsys.readouterr().out
-    assert "losses: dpo, ga, gd, idkdpo, npo, npo_gd, rt, sft, sft_retain, simnpo" in out
+    assert "losses: dpo, ga, gd, idkdpo, npo, npo_gd, rt, sft, sft_retain, sft_retain_ul, simnpo" in out
     assert "trainer.micro_batch_size_per_device = 8" in out and "loss.params = {}" in out
 
 

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -141,6 +142,34 @@ def test_dpo_margin_grows(tmp_path, tiny_model_dir):
     assert metrics[-1]["dpo/margin"] > metrics[0]["dpo/margin"] + 0.1
     # independent check from fresh forward passes: chosen - rejected log-prob gap widened for every pair
     assert ((chosen1 - rejected1) - (chosen0 - rejected0) > 0).all()
+
+
+def test_refusal_unlikelihood_keeps_retain_prompts_from_starting_a_refusal(tmp_path, tiny_model_dir):
+    rows = [
+        {"prompt": f"Q{i}: what did Ann Lee do?", "solution": ["<reject>", "I'm not sure.", "Ann Lee"]}
+        for i in range(4)
+    ]
+    rows += [{"prompt": f"Q{i}: what did Bo Chen do?", "solution": ["<normal>", RETAIN[i]]} for i in range(4)]
+    path = write_json(tmp_path / "rebo.json", rows)
+    extra = ["optim.lr=1e-2", "data.format=rebo", "data.retain_format=rebo", f"data.retain_files={path}"]
+    start_prob, forget_nll, starts = {}, {}, None
+    for loss, params in (("sft_retain_ul", "{ul_weight: 2.0}"), ("sft_retain", "{}")):
+        trainer = make_trainer(tmp_path, tiny_model_dir, loss, path, [*extra, f"loss.params={params}"])
+        trainer.init_workers()
+        if starts is None:
+            starts = trainer.streams["retain_refusal"]
+            batch = trainer.make_batch([0, 1, 2, 3], epoch=0, step=0).batch  # refusal starts follow the retain rows
+            for ids, mask, start_ids in zip(
+                batch["retain_input_ids"], batch["retain_loss_mask"], batch["retain_refusal_input_ids"]
+            ):
+                n_prompt = int(mask.argmax())
+                assert torch.equal(start_ids[:n_prompt], ids[:n_prompt])
+        run_steps(trainer, 20, 4)
+        forget_nll[loss] = trainer.stream_nll("forget")
+        trainer.streams["retain_refusal"] = starts  # the same probe for both runs
+        start_prob[loss] = float(np.exp(trainer.stream_logps("retain_refusal")[0]).mean())
+    assert max(forget_nll.values()) < 1.0, forget_nll  # both learn the refusal
+    assert start_prob["sft_retain_ul"] < 0.5 * start_prob["sft_retain"], start_prob
 
 
 def test_micro_batches_give_the_full_batch_gradient(tmp_path, tiny_model_dir, corpus):
