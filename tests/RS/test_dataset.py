@@ -120,7 +120,9 @@ def test_streams_per_loss(tiny_tokenizer, tmp_path):
     corpus = write_json(tmp_path / "t.json", [{"text": "some facts"}, {"text": "more facts"}])
     with pytest.raises(ValueError, match="loss 'gd' needs a retain set: set data.retain_files"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("gd"))
-    with pytest.raises(ValueError, match="loss 'npo' has no retain term \\(use gd, npo_gd, sft_retain, sft_retain_ul\\)"):
+    with pytest.raises(
+        ValueError, match="loss 'npo' has no retain term \\(use gd, npo_gd, sft_retain, sft_retain_ul\\)"
+    ):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus, retain_files=corpus), get_loss("npo"))
     with pytest.raises(ValueError, match="loss 'dpo' needs pair rows"):
         build_streams(tiny_tokenizer, data_cfg(train_files=corpus), get_loss("dpo"))
