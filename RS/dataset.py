@@ -82,7 +82,11 @@ def render_prompt_response(tokenizer, prompt: str, response: str, spec: EncodeSp
 
 def encode_prompt_response(tokenizer, prompt: str, response: str, spec: EncodeSpec) -> tuple[list, list, bool]:
     """(ids, loss mask, truncated) of one prompt/response row."""
-    prompt_text, response_text = render_prompt_response(tokenizer, prompt, response, spec)
+    return encode_rendered(tokenizer, *render_prompt_response(tokenizer, prompt, response, spec), spec)
+
+
+def encode_rendered(tokenizer, prompt_text: str, response_text: str, spec: EncodeSpec) -> tuple[list, list, bool]:
+    """(ids, loss mask, truncated) of a prompt and response already rendered by ``render_prompt_response``."""
     prompt_ids = tokenizer(prompt_text, add_special_tokens=not _chat(tokenizer, spec))["input_ids"]
     response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
     total, limit = len(prompt_ids) + len(response_ids), spec.max_length
@@ -138,28 +142,27 @@ def encode_refusal_starts(
     spec = replace(spec, train_on_prompt=False)  # the mask then tells where the response starts
     prefix = data_cfg.response_prefix
     for j, row in enumerate(retain_rows):
-        refusal = forget_rows[j % len(forget_rows)]["response"]
-        ids, mask, truncated = encode_prompt_response(tokenizer, row["prompt"], refusal, spec)
-        start = mask.index(1)
-        _, response_text = render_prompt_response(tokenizer, row["prompt"], refusal, spec)
-        refusal_proper = (refusal[len(prefix) :] if refusal.startswith(prefix) else refusal).strip()
+        refusal = forget_rows[j % len(forget_rows)]["response"]  # formatted rows: it starts with the prefix
+        prompt_text, response_text = render_prompt_response(tokenizer, row["prompt"], refusal, spec)
+        ids, mask, truncated = encode_rendered(tokenizer, prompt_text, response_text, spec)
+        refusal_proper = refusal[len(prefix) :].strip()
         offset = response_text.find(refusal_proper) if refusal_proper else -1
         if offset < 0:
             raise ValueError(f"forget refusal {refusal!r} (for retain row {j}): its text is not in its own tokens")
-        response_ids = ids[start:]
-        first = next(
-            (
-                start + i
-                for i in range(len(response_ids))
-                if len(tokenizer.decode(response_ids[: i + 1], clean_up_tokenization_spaces=False)) > offset
-            ),
-            None,
-        )
+        first = _first_token_past(tokenizer, ids, mask.index(1), offset)
         if first is None:
             raise ValueError(f"retain row {j}: max_length={spec.max_length} cuts the refusal before it starts")
         stream.append(ids[: first + 1], [0] * first + [1])
         stream.truncated += int(truncated)
     return stream
+
+
+def _first_token_past(tokenizer, ids: list[int], start: int, offset: int) -> Optional[int]:
+    """Index of the first token from ``start`` on whose decoded text (from ``start``) exceeds ``offset`` chars."""
+    for end in range(start + 1, len(ids) + 1):
+        if len(tokenizer.decode(ids[start:end], clean_up_tokenization_spaces=False)) > offset:
+            return end - 1
+    return None
 
 
 # ----------------------------------------------------------------------------- streams for a loss
