@@ -60,6 +60,13 @@ def corpus(tmp_path):
 
 
 def test_rs_drives_the_greedy_answer_to_the_refusal(tmp_path, tiny_model_dir):
+    """60 SFT steps on 4 question -> refusal rows: the NLL falls to under 1% of its start, greedy == refusal.
+
+    Trained past the steep part of the curve so the outcome does not hang on one CPU's rounding: measured
+    end/start 0.0006-0.0009 (NLL 6.15 -> 0.004-0.005) and a greedy logit gap of 4.5-5.1 nats over the
+    runner-up token, with 1 and 2 threads and with AVX-512, AVX2 and plain kernels (after 40 steps it was
+    still 0.08-0.16 and falling, which a fixed ``< 0.1`` could not bound).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from verl.workers.rollout.sampling import SamplingSpec, sample
@@ -71,15 +78,18 @@ def test_rs_drives_the_greedy_answer_to_the_refusal(tmp_path, tiny_model_dir):
         "data.format=questions",
         f"data.refusals={refusals}",
         "optim.lr=1e-2",
-        "trainer.epochs=40",
+        "trainer.epochs=60",
         "trainer.batch_size=4",
         "trainer.micro_batch_size_per_device=2",
         "trainer.save_every_epoch=false",
     ]
     trainer = make_trainer(tmp_path, tiny_model_dir, "sft", rows, extra)
     summary = trainer.fit()
-    assert summary["steps"] == 40 and summary["exports"] == [str(tmp_path / "run" / "epoch_40")]
-    assert summary["metrics"]["forget/nll"] < 0.1
+    assert summary["steps"] == 60 and summary["exports"] == [str(tmp_path / "run" / "epoch_60")]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 60 and lines[-1]["train/epoch"] == pytest.approx(60.0)
+    start, end = lines[0]["forget/nll"], trainer.stream_nll("forget")  # step 1 is logged before its update
+    assert end < 0.01 * start, (start, end)
 
     tok = AutoTokenizer.from_pretrained(summary["exports"][0])
     model = AutoModelForCausalLM.from_pretrained(summary["exports"][0]).eval()
@@ -93,8 +103,6 @@ def test_rs_drives_the_greedy_answer_to_the_refusal(tmp_path, tiny_model_dir):
     answers = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(out.responses, out.response_mask)]
     expected = ["I'm not sure about Ann Lee.", "I don't know Ann Lee."] * 2
     assert answers == expected
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(lines) == 40 and lines[-1]["train/epoch"] == pytest.approx(40.0)
 
 
 def test_gradient_ascent_and_npo_raise_the_forget_nll(tmp_path, tiny_model_dir, corpus):
@@ -152,7 +160,7 @@ def test_refusal_unlikelihood_keeps_retain_prompts_from_starting_a_refusal(tmp_p
     rows += [{"prompt": f"Q{i}: what did Bo Chen do?", "solution": ["<normal>", RETAIN[i]]} for i in range(4)]
     path = write_json(tmp_path / "rebo.json", rows)
     extra = ["optim.lr=1e-2", "data.format=rebo", "data.retain_format=rebo", f"data.retain_files={path}"]
-    start_prob, forget_nll, starts = {}, {}, None
+    start_prob, forget_nll, starts, nll0 = {}, {}, None, {}
     for loss, params in (("sft_retain_ul", "{ul_weight: 2.0}"), ("sft_retain", "{}")):
         trainer = make_trainer(tmp_path, tiny_model_dir, loss, path, [*extra, f"loss.params={params}"])
         trainer.init_workers()
@@ -164,11 +172,14 @@ def test_refusal_unlikelihood_keeps_retain_prompts_from_starting_a_refusal(tmp_p
             ):
                 n_prompt = int(mask.argmax())
                 assert torch.equal(start_ids[:n_prompt], ids[:n_prompt])
+        nll0[loss] = trainer.stream_nll("forget")
         run_steps(trainer, 20, 4)
         forget_nll[loss] = trainer.stream_nll("forget")
         trainer.streams["retain_refusal"] = starts  # the same probe for both runs
         start_prob[loss] = float(np.exp(trainer.stream_logps("retain_refusal")[0]).mean())
-    assert max(forget_nll.values()) < 1.0, forget_nll  # both learn the refusal
+    # both learn the refusal: measured 6.23 -> 0.80 (UL) and 0.52 nats, i.e. under 13% of the start
+    assert all(forget_nll[k] < 0.25 * nll0[k] for k in nll0), (nll0, forget_nll)
+    # the unlikelihood term keeps retain prompts from starting a refusal: measured 0.063 vs 0.486 (ratio 0.13)
     assert start_prob["sft_retain_ul"] < 0.5 * start_prob["sft_retain"], start_prob
 
 
