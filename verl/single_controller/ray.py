@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +38,7 @@ from verl.single_controller.base import (  # noqa: E402
     unwrap_worker_class,
 )
 
+NODE_ID_LABEL = "ray.io/node-id"  # a label Ray gives every node
 PROPAGATED_ENV_VARS = (
     "TOKENIZERS_PARALLELISM",
     "HF_HUB_OFFLINE",
@@ -128,17 +131,31 @@ class RayResourcePool:
         return share
 
     def get_placement_groups(self) -> list[PlacementGroup]:
-        """Create the placement groups once and wait until Ray has reserved them."""
+        """Create the placement groups once and wait until Ray has reserved them, each on its own node.
+
+        Group ``i`` is created after groups ``0..i-1`` are placed, with a label selector that excludes
+        their nodes (``ray.io/node-id``), so ``[1, 1]`` on two nodes gives one worker per node even when
+        one node could hold both.
+        """
         if self._placement_groups is None:
-            groups = [placement_group([self.bundle] * n, strategy=self.strategy) for n in self.process_on_nodes]
+            groups: list[PlacementGroup] = []
+            used_nodes: list[str] = []
+            deadline = time.monotonic() + self.ready_timeout_s
             try:
-                ray.get([pg.ready() for pg in groups], timeout=self.ready_timeout_s)
+                for count in self.process_on_nodes:
+                    selector = [{NODE_ID_LABEL: f"!in({','.join(used_nodes)})"}] * count if used_nodes else None
+                    pg = placement_group([self.bundle] * count, strategy=self.strategy, bundle_label_selector=selector)
+                    groups.append(pg)
+                    ray.get(pg.ready(), timeout=max(0.0, deadline - time.monotonic()))
+                    used_nodes.append(placement_group_table(pg)["bundles_to_node_id"][0])
             except ray.exceptions.GetTimeoutError:
                 for pg in groups:
                     remove_placement_group(pg)
+                alive = sum(1 for node in ray.nodes() if node["Alive"])
                 raise RuntimeError(
-                    f"RayResourcePool: placement groups {self.process_on_nodes} x {self.bundle} not ready after "
-                    f"{self.ready_timeout_s} s; available resources: {ray.available_resources()}"
+                    f"RayResourcePool: placement groups {self.process_on_nodes} x {self.bundle} (one node each) not "
+                    f"ready after {self.ready_timeout_s} s; {alive} alive node(s), available resources: "
+                    f"{ray.available_resources()}"
                 ) from None
             self._placement_groups = groups
         return self._placement_groups
@@ -184,6 +201,46 @@ def _free_port_on_node(node_id: str) -> int:
 
 def _is_small(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _whereami(_worker: Any) -> dict[str, Any]:
+    """Run in an actor by ``__ray_call__``: the node id and pid of its process."""
+    return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+# Ray's message for a killed actor is several lines; the exit detail is the part worth one line.
+_EXIT_DETAIL = re.compile(r"Worker exit detail: (.*?)(?:\.(?: |$)|$)", re.S)
+PEER_DEATH_GRACE_S = 2.0
+"""After a task error on one rank, how long to look for a dead peer (its death is then the cause)."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of a group died (killed, out of memory, node lost); the message is one line.
+
+    ``step`` is filled in by the trainer that was running a step when it happened.
+    """
+
+    def __init__(self, role: str, rank: int, method: str, where: dict[str, Any], reason: str):
+        super().__init__(role, rank, method)
+        self.role, self.rank, self.method, self.where, self.reason = role, rank, method, where, reason
+        self.step: int | None = None
+
+    def __str__(self) -> str:
+        during = self.method
+        if self.step is not None:
+            during = f"step {self.step} ({self.method})" if self.step > 0 else f"setup, before step 1 ({self.method})"
+        node = str(self.where.get("node_id", "?"))[:12]
+        return (
+            f"worker {self.role} rank {self.rank} (pid {self.where.get('pid', '?')}, node {node}) died during "
+            f"{during}: {self.reason}"
+        )
+
+
+def _short_reason(error: Exception) -> str:
+    text = str(error)
+    match = _EXIT_DETAIL.search(text)
+    line = match.group(1) if match else text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return " ".join(line.split())[:200]
 
 
 class RayWorkerGroup(WorkerGroup):
@@ -237,12 +294,63 @@ class RayWorkerGroup(WorkerGroup):
                 ).remote(*ray_cls_with_init.args, **ray_cls_with_init.kwargs)
                 self._actors.append(actor)
                 rank += 1
-        ray.get([actor.__ray_ready__.remote() for actor in self._actors])  # surface constructor errors here
+        self._where: list[dict[str, Any]] = [{} for _ in self._actors]
+        # Constructor errors surface here (with their traceback); node and pid of every rank are kept.
+        self._where = self._wait([actor.__ray_call__.remote(_whereami) for actor in self._actors], "__init__")
 
     @property
     def workers(self) -> list[ray.actor.ActorHandle]:
         """The actor handles, by rank."""
         return self._actors
+
+    @property
+    def worker_info(self) -> list[dict[str, Any]]:
+        """``[{"rank", "node_id", "pid"}]`` by rank, as each actor reported it when it started."""
+        return [{"rank": rank, **where} for rank, where in enumerate(self._where)]
+
+    def _role_and_method(self, remote_name: str) -> tuple[str, str]:
+        """``actor_rollout_ref_generate_sequences`` -> (``actor_rollout_ref``, ``generate_sequences``)."""
+        roles = sorted(getattr(self._worker_cls, "role_classes", {}), key=len, reverse=True)
+        role = next((r for r in roles if remote_name.startswith(f"{r}_")), None)
+        if role is None:
+            return self._worker_cls.__name__, remote_name
+        return role, remote_name[len(role) + 1 :]
+
+    def _died(self, rank: int, remote_name: str, error: Exception) -> WorkerDiedError:
+        role, method = self._role_and_method(remote_name)
+        return WorkerDiedError(role, rank, method, self._where[rank], _short_reason(error))
+
+    def _wait(self, refs: list[ray.ObjectRef], remote_name: str) -> list:
+        """``ray.get(refs)`` (``refs[i]`` from rank ``i``), but the first failure ends the wait at once.
+
+        A dead actor raises ``WorkerDiedError`` naming its role and rank (constructor failures keep
+        Ray's error and traceback). A task error on one rank is re-raised, unless a peer turns out to
+        have died within ``PEER_DEATH_GRACE_S`` (then the death is the cause, e.g. a broken collective).
+        """
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        values: list = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                values[rank_of[ready[0]]] = ray.get(ready[0])
+            except ray.exceptions.RayActorError as error:
+                if error.actor_init_failed:
+                    raise
+                raise self._died(rank_of[ready[0]], remote_name, error) from None
+            except ray.exceptions.RayError:
+                if pending:
+                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=PEER_DEATH_GRACE_S)
+                    for ref in ready:
+                        try:
+                            ray.get(ref)
+                        except ray.exceptions.RayActorError as death:
+                            if not death.actor_init_failed:
+                                raise self._died(rank_of[ref], remote_name, death) from None
+                        except ray.exceptions.RayError:
+                            pass
+                raise
+        return values
 
     def _put_shared(self, per_rank: list[tuple]) -> list[tuple]:
         """Put an argument that is the same object on every rank into the object store once."""
@@ -260,14 +368,14 @@ class RayWorkerGroup(WorkerGroup):
             getattr(actor, method_name).remote(*args, **kwargs)
             for actor, args, kwargs in zip(self._actors, args_per_rank, kwargs_per_rank)
         ]
-        return lambda: ray.get(refs)
+        return lambda: self._wait(refs, method_name)
 
     def _execute_all(self, method_name, args_per_rank, kwargs_per_rank) -> list:
         return self._execute_all_async(method_name, args_per_rank, kwargs_per_rank)()
 
     def _execute_rank_zero_async(self, method_name, args, kwargs) -> Callable[[], Any]:
         ref = getattr(self._actors[0], method_name).remote(*args, **kwargs)
-        return lambda: ray.get(ref)
+        return lambda: self._wait([ref], method_name)[0]
 
     def _execute_rank_zero(self, method_name, args, kwargs) -> Any:
         return self._execute_rank_zero_async(method_name, args, kwargs)()

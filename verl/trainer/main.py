@@ -111,7 +111,14 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(PPOConfig, argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    run(config)
+    try:
+        run(config)
+    except Exception as error:
+        from verl.trainer.ray_trainer import worker_death
+
+        if worker_death(error) is None:
+            raise
+        sys.exit(f"error: {error}")  # one line on stderr, exit status 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ advantages (driver) -> critic and actor updates (workers) -> validation, checkpo
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,15 @@ def timer(name: str, timings: dict[str, float]):
     start = time.perf_counter()
     yield
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def worker_death(error: BaseException):
+    """``error`` if it is the Ray backend's ``WorkerDiedError`` (a worker process died), else None.
+
+    Needs no Ray import: such an error can only exist once ``verl.single_controller.ray`` is loaded.
+    """
+    backend = sys.modules.get("verl.single_controller.ray")
+    return error if backend is not None and isinstance(error, backend.WorkerDiedError) else None
 
 
 def merge_rank_metrics(per_rank: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -309,6 +319,21 @@ class RayPPOTrainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
+        """Train (and validate, save) to the last step; a dead worker ends it with a one-line error
+        naming the worker and the step in progress (``WorkerDiedError`` with ``step`` set)."""
+        self._step_in_progress, self._progress = 0, None
+        try:
+            return self._fit()
+        except Exception as error:
+            death = worker_death(error)
+            if death is not None and death.step is None:
+                death.step = self._step_in_progress
+            raise
+        finally:
+            if self._progress is not None:
+                self._progress.close()  # end the bar's line, so an error message starts a line of its own
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.config.trainer
         self.tracker = Tracker(cfg.logger, cfg.run_dir, cfg.project_name, cfg.experiment_name, to_dict(self.config))
         write_json_atomic(f"{cfg.run_dir}/config.json", to_dict(self.config), indent=2, default=str)
@@ -320,8 +345,9 @@ class RayPPOTrainer:
             if cfg.val_only:
                 return last_val
         total = self.total_steps()
-        progress = tqdm(total=total, initial=self.global_step, desc="training", unit="step")
+        progress = self._progress = tqdm(total=total, initial=self.global_step, desc="training", unit="step")
         while self.global_step < total:
+            self._step_in_progress = self.global_step + 1
             metrics = self.train_step(self.sampler.next_batch())
             self.global_step += 1
             is_last = self.global_step == total
