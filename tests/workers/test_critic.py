@@ -67,3 +67,17 @@ def test_value_loss_falls_over_updates(tmp_path):
         metrics = critic.update_critic(data)
     assert error() < 0.5 * before
     assert len(metrics["critic/grad_norm"]) == 1
+
+
+def test_loaded_value_model_has_no_dropout(tmp_path):
+    """The critic's value head must train deterministically: no dropout anywhere (HF defaults it to 0.1)."""
+    from verl.workers.config import ModelConfig
+    from verl.workers.fsdp_utils import load_causal_lm
+
+    folder = save_tiny_model_dir(tmp_path / "tiny")
+    module = load_causal_lm(folder, ModelConfig(model_path=folder), torch.float32, value_head=True).train()
+    assert [m.p for m in module.modules() if isinstance(m, torch.nn.Dropout) and m.p != 0] == []
+    batch = dict(padded_batch().batch.items())
+    with torch.no_grad():
+        first, second = response_values(module, batch), response_values(module, batch)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
