@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from verl.single_controller.launch import WorkerResources
+from verl.utils import core_algos
 from verl.utils.config import ConfigError, check_choice
 from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import WorkerConfig
@@ -78,7 +79,7 @@ class AlgorithmConfig:
     use_kl_loss: bool = True
     """KL to the reference as a loss term (RULE); False puts it in the reward instead."""
     kl_penalty: str = "low_var_kl"
-    """KL estimator: kl (k1), abs, mse (k2), low_var_kl (k3) or full."""
+    """KL estimator on per-token log-probs: kl (k1), abs, mse (k2) or low_var_kl (k3)."""
     kl_coef: float = 1e-2
     """KL coefficient (initial value for the adaptive controller)."""
     kl_type: str = "fixed"
@@ -173,9 +174,12 @@ class PPOConfig:
         check_choice(
             algo.adv_estimator, ["grpo", "rloo", "reinforce_plus_plus", "remax", "gae"], "algorithm.adv_estimator"
         )
-        check_choice(
-            algo.kl_penalty, ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full"], "algorithm.kl_penalty"
-        )
+        if algo.kl_penalty in core_algos.FULL_DISTRIBUTION_KL:
+            raise ConfigError(
+                f"algorithm.kl_penalty={algo.kl_penalty!r} needs the full vocabulary log-distributions, but the engine "
+                f"keeps per-token log-probs; choose one of: {', '.join(core_algos.per_token_kl_estimators())}"
+            )
+        check_choice(algo.kl_penalty, core_algos.per_token_kl_estimators(), "algorithm.kl_penalty")
         check_choice(algo.kl_type, ["fixed", "adaptive"], "algorithm.kl_type")
         trainer.check_resources("trainer")
         for sink in trainer.logger:

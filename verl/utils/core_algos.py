@@ -189,7 +189,16 @@ def _kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor
     return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, min=-10.0, max=10.0)
 
 
-@KL_ESTIMATORS.register("full")
+# Estimators that need the full (bs, L, V) log-distributions; the engine keeps only per-token log-probs.
+FULL_DISTRIBUTION_KL = ("full",)
+
+
+def per_token_kl_estimators() -> list[str]:
+    """KL estimator names usable with per-token (bs, L) log-probs (all but ``FULL_DISTRIBUTION_KL``)."""
+    return [name for name in KL_ESTIMATORS.names() if name not in FULL_DISTRIBUTION_KL]
+
+
+@KL_ESTIMATORS.register(*FULL_DISTRIBUTION_KL)
 def _kl_full(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
     """Exact KL(p || q) per token from full log-distributions (bs, L, V) -> (bs, L)."""
     probs = log_probs.exp()
