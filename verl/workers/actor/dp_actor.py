@@ -25,11 +25,12 @@ from verl.workers.config import ActorConfig
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "responses")
 
 
-def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-    """Logits predicting each response token: (bs, response_length, vocab), divided by ``temperature``.
+def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits predicting each response token: (bs, response_length, vocab) in the model's dtype (a view).
 
     Only the last ``response_length + 1`` positions go through the LM head (``logits_to_keep``),
-    which saves most of the vocabulary projection for long prompts.
+    which saves most of the vocabulary projection for long prompts. The temperature is applied (in fp32,
+    chunk by chunk) by ``logprobs_from_logits`` / ``entropy_from_logits``: no (bs, R, V) fp32 copy.
     """
     response_length = batch["responses"].shape[1]
     out = module(
@@ -39,8 +40,7 @@ def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperatu
         use_cache=False,
         logits_to_keep=response_length + 1,
     )
-    logits = out.logits[:, -response_length - 1 : -1, :]
-    return logits.float() / temperature if temperature > 0 else logits.float()
+    return out.logits[:, -response_length - 1 : -1, :]
 
 
 def clip_and_step(
@@ -114,9 +114,9 @@ class DataParallelActor:
         size = self.config.micro_batch_size_per_device_for_experience
         outputs, order = [], []
         for indices, batch, response_length, dummy in self._micro_batches(data, MODEL_INPUTS, size):
-            logits = response_logits(self.module, batch, temperature)
+            logits = response_logits(self.module, batch)
             if not dummy:
-                log_probs = logprobs_from_logits(logits, batch["responses"]).cpu()
+                log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature).cpu()
                 outputs.append(pad_response(log_probs, response_length))
                 order.append(indices)
         return restore_order(outputs, order) if outputs else torch.zeros(0)
@@ -160,8 +160,8 @@ class DataParallelActor:
     def _accumulate(self, batch: dict, temperature: float, normalizer: float, metrics: dict, weight: float) -> None:
         cfg = self.config
         mask = batch["response_mask"].float()
-        logits = response_logits(self.module, batch, temperature)
-        log_probs = logprobs_from_logits(logits, batch["responses"])
+        logits = response_logits(self.module, batch)
+        log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature)
         pg_loss, pg_metrics = core_algos.compute_policy_loss(
             cfg.policy_loss,
             old_log_probs=batch["old_log_probs"] if "old_log_probs" in batch else log_probs.detach(),
@@ -176,12 +176,12 @@ class DataParallelActor:
         )
         loss = pg_loss
         if cfg.entropy_coeff != 0:
-            entropy = entropy_from_logits(logits)
+            entropy = entropy_from_logits(logits, temperature=temperature)
             entropy_loss = core_algos.compute_entropy_loss(entropy, mask, cfg.loss_agg_mode, normalizer)
             loss = loss - cfg.entropy_coeff * entropy_loss
         else:
             with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach())
+                entropy = entropy_from_logits(logits.detach(), temperature=temperature)
         if cfg.use_kl_loss:
             kl = core_algos.compute_kl(log_probs, batch["ref_log_probs"], cfg.kl_penalty)
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode, normalizer)
