@@ -191,6 +191,7 @@ class PPOConfig:
         actor.kl_penalty, actor.kl_coef = algo.kl_penalty, algo.kl_coef
         rollout.prompt_length = self.data.max_prompt_length
         rollout.response_length = self.data.max_response_length
+        actor.max_response_length = self.worker.critic.max_response_length = self.data.max_response_length
         if algo.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
             raise ConfigError(f"algorithm.adv_estimator={algo.adv_estimator} needs worker.rollout.n >= 2")
         world = self.world_size()

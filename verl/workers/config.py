@@ -140,6 +140,8 @@ class ActorConfig:
     """Token budget of one micro-batch with use_dynamic_bsz (rows x longest row, padding included)."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Sequences per mini-batch on one worker (derived)."""
+    max_response_length: int = field(default=-1, init=False)
+    """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
 
     def post_init(self) -> None:
         check_choice(
@@ -191,6 +193,15 @@ class CriticConfig:
     """Aggregation of the value loss."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Derived."""
+    max_response_length: int = field(default=-1, init=False)
+    """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
+
+    def post_init(self) -> None:
+        check_choice(
+            self.loss_agg_mode,
+            ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"],
+            "worker.critic.loss_agg_mode",
+        )
 
 
 @dataclass
