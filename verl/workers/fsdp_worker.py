@@ -18,11 +18,9 @@ the adapter disabled (no second copy).
 from __future__ import annotations
 
 import os
-import random
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -219,12 +217,8 @@ class FSDPWorker(Worker):
         optimizer, scheduler = self._optimizer_and_scheduler()
         state = fsdp_utils.sharded_state_dicts(self._trainable_module(), optimizer)
         state["lr_scheduler"] = scheduler.state_dict()
-        state["rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-            "rollout": self.rollout.generator.get_state() if hasattr(self.rollout, "generator") else None,
-        }
+        state["rng"] = dev.get_rng_state()
+        state["rng"]["rollout"] = self.rollout.generator.get_state() if hasattr(self.rollout, "generator") else None
         state["world_size"] = self.world_size
         Path(path).mkdir(parents=True, exist_ok=True)
         target = Path(path) / f"{self.role}_rank{self.rank}_of{self.world_size}.pt"
@@ -246,9 +240,7 @@ class FSDPWorker(Worker):
         optimizer, scheduler = self._optimizer_and_scheduler()
         fsdp_utils.load_sharded_state_dicts(self._trainable_module(), optimizer, state)
         scheduler.load_state_dict(state["lr_scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        dev.set_rng_state(state["rng"])
         if state["rng"].get("rollout") is not None and hasattr(self.rollout, "generator"):
             self.rollout.generator.set_state(state["rng"]["rollout"])
 
