@@ -40,8 +40,8 @@ class DataConfig:
     """Use only the first N validation rows (-1 = all)."""
     shuffle: bool = True
     """Shuffle the training prompts (seeded; the order is restored on resume)."""
-    seed: int = 42
-    """Data order seed."""
+    seed: Optional[int] = None
+    """Data order seed; None = trainer.seed."""
     apply_chat_template: bool = True
     """Wrap each prompt in the tokenizer's chat template (one user turn, generation prompt added)."""
     system_prompt: Optional[str] = None
@@ -147,7 +147,8 @@ class TrainerConfig(WorkerResources):
     critic_warmup: int = 0
     """Steps that train only the critic (GAE)."""
     seed: int = 1
-    """Global seed."""
+    """Global seed: the data order (unless data.seed), sampling (unless worker.rollout.seed) and each worker's
+    torch/numpy/random generators (seed + rank)."""
     run_dir: str = field(default="", init=False)
     """{output_dir}/{experiment_name} (derived)."""
 
@@ -187,6 +188,9 @@ class PPOConfig:
         check_choice(self.evaluator.benchmark, ["none", "rwku", "muse"], "evaluator.benchmark")
         if not self.data.train_files and not trainer.val_only:
             raise ConfigError("data.train_files is empty: give a training file (JSON/JSONL/parquet) or HF dataset id")
+        if self.data.seed is None:
+            self.data.seed = trainer.seed
+        self.worker.seed = trainer.seed
         actor.use_kl_loss = algo.use_kl_loss and not algo.disable_kl
         actor.kl_penalty, actor.kl_coef = algo.kl_penalty, algo.kl_coef
         rollout.prompt_length = self.data.max_prompt_length
