@@ -190,7 +190,7 @@ def worker_config(cfg: RSConfig) -> Any:
     wc.actor.max_grad_norm = cfg.trainer.max_grad_norm
     wc.actor.micro_batch_size_per_device_for_update = cfg.trainer.micro_batch_size_per_device
     wc.actor.micro_batch_size_per_device_for_experience = cfg.trainer.micro_batch_size_for_logps
-    wc.rollout.seed = cfg.trainer.seed
+    wc.rollout.seed = wc.seed = cfg.trainer.seed
     wc.num_threads = cfg.trainer.num_threads
     wc.post_init()
     return wc

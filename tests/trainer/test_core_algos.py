@@ -278,7 +278,7 @@ def _reference_agg(loss, mask, mode, normalizer=None):
 
 
 def _local_count(mask, mode):
-    return mask.sum().item() if mode == "token-mean" else mask.size(0)
+    return core_algos.loss_normalizer(mode, mask)
 
 
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)

@@ -93,6 +93,72 @@ def test_entropy_from_logits_ignores_minus_inf_entries():
     assert torch.isfinite(logits.grad).all()
 
 
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_temperature_is_applied_inside_the_chunks_values_and_gradients(temperature):
+    torch.manual_seed(4)
+    logits = (2 * torch.randn(3, 4, 9, dtype=torch.float64)).requires_grad_()
+    labels = torch.randint(0, 9, (3, 4))
+    scaled = logits / temperature
+    ref_lp = torch.log_softmax(scaled, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    ref_entropy = -(torch.softmax(scaled, -1) * torch.log_softmax(scaled, -1)).sum(-1)
+    ours_lp = logprobs_from_logits(logits, labels, chunk_rows=5, temperature=temperature)
+    ours_entropy = entropy_from_logits(logits, chunk_rows=5, temperature=temperature)
+    torch.testing.assert_close(ours_lp, ref_lp)
+    torch.testing.assert_close(ours_entropy, ref_entropy)
+    assert torch.autograd.gradcheck(lambda x: logprobs_from_logits(x, labels, 5, temperature), (logits,))
+    assert torch.autograd.gradcheck(lambda x: entropy_from_logits(x, 5, temperature), (logits,))
+    greedy = logprobs_from_logits(logits, labels, temperature=0.0)  # greedy sampling: logits unscaled
+    torch.testing.assert_close(greedy, torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1))
+
+
+def fp32_tensor_sizes(fn) -> list[int]:
+    """Run ``fn()`` and return the element count of every fp32 tensor an op produced (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    sizes: list[int] = []
+
+    class Tally(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for item in tree_flatten(out)[0]:
+                if isinstance(item, torch.Tensor) and item.dtype == torch.float32:
+                    sizes.append(item.numel())
+            return out
+
+    with Tally():
+        fn()
+    return sizes
+
+
+def test_bf16_logits_are_upcast_one_chunk_at_a_time():
+    """Values and gradients equal the fp32 reference, but no fp32 tensor larger than one chunk is made."""
+    torch.manual_seed(5)
+    bs, length, vocab, chunk = 4, 6, 50, 3
+    logits = torch.randn(bs, length, vocab).to(torch.bfloat16).requires_grad_()
+    labels = torch.randint(0, vocab, (bs, length))
+    weights = torch.randn(bs, length)
+
+    def run():
+        lp = logprobs_from_logits(logits, labels, chunk_rows=chunk, temperature=0.8)
+        entropy = entropy_from_logits(logits, chunk_rows=chunk, temperature=0.8)
+        ((lp + 0.1 * entropy) * weights).sum().backward()
+        return lp, entropy
+
+    sizes = fp32_tensor_sizes(run)
+    assert max(sizes) <= chunk * vocab < bs * length * vocab
+    reference = logits.detach().float().requires_grad_()
+    scaled = reference / 0.8
+    ref_lp = torch.log_softmax(scaled, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    ref_entropy = -(torch.softmax(scaled, -1) * torch.log_softmax(scaled, -1)).sum(-1)
+    ((ref_lp + 0.1 * ref_entropy) * weights).sum().backward()
+    logits.grad = None
+    lp, entropy = run()
+    torch.testing.assert_close(lp, ref_lp, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(entropy, ref_entropy, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits.grad.float(), reference.grad, rtol=2e-2, atol=1e-2)
+
+
 def _random_masked(seed):
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(5, 6, generator=generator)

@@ -165,7 +165,7 @@ def test_lora_reference_is_the_base_model_with_adapter_disabled(tiny_model):
     batch = fixed_batch(seed=5)
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     with torch.no_grad():
-        base_lp = logprobs_from_logits(response_logits(base, batch.batch.to_dict(), 1.0), batch.batch["responses"])
+        base_lp = logprobs_from_logits(response_logits(base, batch.batch.to_dict()), batch.batch["responses"])
     for _ in range(3):
         group.update_actor(batch)
     mask = batch.batch["response_mask"].bool()
@@ -181,7 +181,7 @@ def test_lora_reference_is_the_base_model_with_adapter_disabled(tiny_model):
     merged = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     merged.load_state_dict(worker._rollout_state_dict())
     with torch.no_grad():
-        merged_lp = logprobs_from_logits(response_logits(merged, batch.batch.to_dict(), 1.0), batch.batch["responses"])
+        merged_lp = logprobs_from_logits(response_logits(merged, batch.batch.to_dict()), batch.batch["responses"])
     assert torch.allclose(merged_lp[mask], actor[mask], atol=1e-4)
 
 

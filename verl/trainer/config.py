@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from verl.single_controller.launch import WorkerResources
+from verl.utils import core_algos
 from verl.utils.config import ConfigError, check_choice
 from verl.utils.prompt_formats import check_prompt_format
 from verl.workers.config import WorkerConfig
@@ -39,8 +40,8 @@ class DataConfig:
     """Use only the first N validation rows (-1 = all)."""
     shuffle: bool = True
     """Shuffle the training prompts (seeded; the order is restored on resume)."""
-    seed: int = 42
-    """Data order seed."""
+    seed: Optional[int] = None
+    """Data order seed; None = trainer.seed."""
     apply_chat_template: bool = True
     """Wrap each prompt in the tokenizer's chat template (one user turn, generation prompt added)."""
     system_prompt: Optional[str] = None
@@ -78,7 +79,7 @@ class AlgorithmConfig:
     use_kl_loss: bool = True
     """KL to the reference as a loss term (RULE); False puts it in the reward instead."""
     kl_penalty: str = "low_var_kl"
-    """KL estimator: kl (k1), abs, mse (k2), low_var_kl (k3) or full."""
+    """KL estimator on per-token log-probs: kl (k1), abs, mse (k2) or low_var_kl (k3)."""
     kl_coef: float = 1e-2
     """KL coefficient (initial value for the adaptive controller)."""
     kl_type: str = "fixed"
@@ -146,7 +147,8 @@ class TrainerConfig(WorkerResources):
     critic_warmup: int = 0
     """Steps that train only the critic (GAE)."""
     seed: int = 1
-    """Global seed."""
+    """Global seed: the data order (unless data.seed), sampling (unless worker.rollout.seed) and each worker's
+    torch/numpy/random generators (seed + rank)."""
     run_dir: str = field(default="", init=False)
     """{output_dir}/{experiment_name} (derived)."""
 
@@ -173,9 +175,12 @@ class PPOConfig:
         check_choice(
             algo.adv_estimator, ["grpo", "rloo", "reinforce_plus_plus", "remax", "gae"], "algorithm.adv_estimator"
         )
-        check_choice(
-            algo.kl_penalty, ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full"], "algorithm.kl_penalty"
-        )
+        if algo.kl_penalty in core_algos.FULL_DISTRIBUTION_KL:
+            raise ConfigError(
+                f"algorithm.kl_penalty={algo.kl_penalty!r} needs the full vocabulary log-distributions, but the engine "
+                f"keeps per-token log-probs; choose one of: {', '.join(core_algos.per_token_kl_estimators())}"
+            )
+        check_choice(algo.kl_penalty, core_algos.per_token_kl_estimators(), "algorithm.kl_penalty")
         check_choice(algo.kl_type, ["fixed", "adaptive"], "algorithm.kl_type")
         trainer.check_resources("trainer")
         for sink in trainer.logger:
@@ -183,10 +188,14 @@ class PPOConfig:
         check_choice(self.evaluator.benchmark, ["none", "rwku", "muse"], "evaluator.benchmark")
         if not self.data.train_files and not trainer.val_only:
             raise ConfigError("data.train_files is empty: give a training file (JSON/JSONL/parquet) or HF dataset id")
+        if self.data.seed is None:
+            self.data.seed = trainer.seed
+        self.worker.seed = trainer.seed
         actor.use_kl_loss = algo.use_kl_loss and not algo.disable_kl
         actor.kl_penalty, actor.kl_coef = algo.kl_penalty, algo.kl_coef
         rollout.prompt_length = self.data.max_prompt_length
         rollout.response_length = self.data.max_response_length
+        actor.max_response_length = self.worker.critic.max_response_length = self.data.max_response_length
         if algo.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
             raise ConfigError(f"algorithm.adv_estimator={algo.adv_estimator} needs worker.rollout.n >= 2")
         world = self.world_size()

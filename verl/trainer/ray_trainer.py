@@ -291,8 +291,12 @@ class RayPPOTrainer:
         self.checkpoints.commit(self.global_step, tmp, state)
 
     def load_checkpoint(self) -> bool:
+        """Resume from the newest complete checkpoint (after cleaning what a killed save left behind)."""
+        self.checkpoints.clean_stale()
+        if not self.config.trainer.resume:
+            return False
         path = self.checkpoints.latest()
-        if path is None or not self.config.trainer.resume:
+        if path is None:
             return False
         import json
 
@@ -309,13 +313,18 @@ class RayPPOTrainer:
         return True
 
     def _maybe_mark_best(self, metrics: dict[str, float]) -> bool:
-        if self.best_criterion is None:
+        """If the criterion prefers ``metrics``: save this step (unless saved already), then mark it best.
+
+        Nothing is marked with ``save_freq=-2`` (no checkpoints): a best marker names a complete checkpoint.
+        """
+        if self.best_criterion is None or self.config.trainer.save_freq == -2:
             return False
-        best = self.checkpoints.tracker().get("best_metrics")
-        if self.best_criterion.is_better(metrics, best):
-            self.checkpoints.mark_best(self.global_step, metrics)
-            return True
-        return False
+        if not self.best_criterion.is_better(metrics, self.checkpoints.tracker().get("best_metrics")):
+            return False
+        if self.checkpoints.tracker().get("latest_step") != self.global_step:
+            self.save_checkpoint()
+        self.checkpoints.mark_best(self.global_step, metrics)
+        return True
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
@@ -354,8 +363,7 @@ class RayPPOTrainer:
             if cfg.val_freq > 0 and (self.global_step % cfg.val_freq == 0 or is_last):
                 last_val = self.validate()
                 metrics.update(last_val)
-                if self._maybe_mark_best(last_val) and cfg.save_freq != -2:
-                    self.save_checkpoint()
+                self._maybe_mark_best(last_val)
             if cfg.save_freq > 0 and self.global_step % cfg.save_freq == 0 or (is_last and cfg.save_freq != -2):
                 if self.checkpoints.tracker().get("latest_step") != self.global_step:
                     self.save_checkpoint()

@@ -189,7 +189,16 @@ def _kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor
     return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, min=-10.0, max=10.0)
 
 
-@KL_ESTIMATORS.register("full")
+# Estimators that need the full (bs, L, V) log-distributions; the engine keeps only per-token log-probs.
+FULL_DISTRIBUTION_KL = ("full",)
+
+
+def per_token_kl_estimators() -> list[str]:
+    """KL estimator names usable with per-token (bs, L) log-probs (all but ``FULL_DISTRIBUTION_KL``)."""
+    return [name for name in KL_ESTIMATORS.names() if name not in FULL_DISTRIBUTION_KL]
+
+
+@KL_ESTIMATORS.register(*FULL_DISTRIBUTION_KL)
 def _kl_full(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
     """Exact KL(p || q) per token from full log-distributions (bs, L, V) -> (bs, L)."""
     probs = log_probs.exp()
@@ -270,6 +279,26 @@ def apply_kl_penalty(
 
 
 # ----------------------------------------------------------------------------- loss aggregation
+def loss_normalizer(loss_agg_mode: str, loss_mask: torch.Tensor, norm_length: Optional[int] = None) -> float:
+    """The denominator ``agg_loss`` uses for ``loss_mask`` (bs, L) alone; sum it over micro-batches and ranks
+    for a global normalizer.
+
+    token-mean: the token count sum(m); seq-mean-token-mean and seq-mean-token-sum: the row count bs;
+    seq-mean-token-sum-norm: bs * norm_length, a constant such as the configured max response length
+    (default L = loss_mask.shape[-1], which depends on padding: pass the constant when rows are trimmed).
+    """
+    if loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
+    if loss_agg_mode == "token-mean":
+        return float(loss_mask.sum())
+    if loss_agg_mode == "seq-mean-token-sum-norm":
+        length = loss_mask.size(-1) if norm_length is None else norm_length
+        if length < 1:
+            raise ValueError(f"loss_normalizer: norm_length must be >= 1, got {length}")
+        return float(loss_mask.size(0) * length)
+    return float(loss_mask.size(0))
+
+
 def agg_loss(
     loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str, normalizer: Optional[float] = None
 ) -> torch.Tensor:
@@ -279,13 +308,14 @@ def agg_loss(
       token-mean               sum(m*l) / sum(m)
       seq-mean-token-mean      mean_i [ sum_t(m*l)_i / sum_t(m)_i ]  (a row without tokens counts as 0)
       seq-mean-token-sum       mean_i [ sum_t(m*l)_i ]
-      seq-mean-token-sum-norm  sum(m*l) / (bs * L), L = loss_mat.shape[-1] (pad to a fixed length for a constant)
+      seq-mean-token-sum-norm  sum(m*l) / (bs * L), L = loss_mat.shape[-1]
     Global mode (``normalizer`` given): the numerator above divided by ``normalizer`` instead, where the
-    numerator is sum(m*l) for token-mean and the sum over rows of the per-row value for the seq modes;
-    ``normalizer`` must be the token count (token-mean) or the row count (seq modes) summed over ALL
-    micro-batches of the optimizer step and all data-parallel ranks, times 1/world_size if the gradients
-    are averaged over ranks. Then the accumulated gradients equal those of the full-batch loss exactly,
-    whatever the micro-batch split.
+    numerator is sum(m*l) for token-mean and seq-mean-token-sum-norm, and the sum over rows of the per-row
+    value for the other seq modes; ``normalizer`` must be ``loss_normalizer`` (token count, row count, or
+    rows x a constant length) summed over ALL micro-batches of the optimizer step and all data-parallel ranks,
+    times 1/world_size if the gradients are averaged over ranks. Then the accumulated gradients equal those
+    of the full-batch loss exactly, whatever the micro-batch split (and, for seq-mean-token-sum-norm with a
+    constant length, whatever padding each micro-batch keeps).
     """
     if loss_agg_mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
@@ -293,16 +323,15 @@ def agg_loss(
         raise ValueError(f"agg_loss: loss_mat {tuple(loss_mat.shape)} != loss_mask {tuple(loss_mask.shape)}")
     if normalizer is not None and not normalizer > 0:
         raise ValueError(f"agg_loss: normalizer must be > 0, got {normalizer}")
-    if loss_agg_mode == "token-mean":
-        if normalizer is None:
-            return masked_mean(loss_mat, loss_mask)
-        return masked_sum(loss_mat, loss_mask) / normalizer
+    if loss_agg_mode == "token-mean" and normalizer is None:
+        return masked_mean(loss_mat, loss_mask)
+    if loss_agg_mode in ("token-mean", "seq-mean-token-sum-norm"):
+        denominator = normalizer if normalizer is not None else max(loss_normalizer(loss_agg_mode, loss_mask), 1.0)
+        return masked_sum(loss_mat, loss_mask) / denominator
     if loss_agg_mode == "seq-mean-token-mean":
         per_row = masked_mean(loss_mat, loss_mask, dim=-1)
-    elif loss_agg_mode == "seq-mean-token-sum":
+    else:  # seq-mean-token-sum
         per_row = masked_sum(loss_mat, loss_mask, dim=-1)
-    else:  # seq-mean-token-sum-norm
-        per_row = masked_sum(loss_mat, loss_mask, dim=-1) / loss_mat.size(-1)
     return per_row.mean() if normalizer is None else per_row.sum() / normalizer
 
 

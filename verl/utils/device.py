@@ -58,6 +58,44 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every accelerator)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict:
+    """The random states this process draws from: torch (CPU), numpy, python and the accelerator's (None on CPU)."""
+    import random
+
+    import numpy as np
+
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "accelerator": torch.cuda.get_rng_state(get_torch_device()) if get_device_name() == "cuda" else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``get_rng_state`` returned; the accelerator part only where there is one (a no-op on CPU)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("accelerator") is not None and get_device_name() == "cuda":
+        torch.cuda.set_rng_state(state["accelerator"], get_torch_device())
+
+
 def default_dtype(requested: str = "auto") -> torch.dtype:
     """bf16 on GPU, fp32 on CPU (bf16 matmuls are emulated and ~20x slower on these CPUs)."""
     if requested == "auto":

@@ -25,24 +25,24 @@ def _rows_per_chunk(vocab_size: int, chunk_rows: Optional[int]) -> int:
 
 
 class _LogProbsFromLogits(torch.autograd.Function):
-    """log_softmax(logits)[label] row by row; saves only the logits and the per-row logsumexp.
+    """log_softmax(logits / T)[label] row by row; saves only the logits and the per-row logsumexp.
 
-    A plain ``logits.float().log_softmax(-1)`` keeps a full (rows, V) fp32 copy alive for backward;
-    here each chunk is upcast, used and dropped, in the forward and again in the backward pass.
+    A plain ``(logits.float() / T).log_softmax(-1)`` keeps full (rows, V) fp32 copies alive; here each
+    chunk is upcast, scaled, used and dropped, in the forward and again in the backward pass.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int, temperature: float) -> torch.Tensor:
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         log_probs = torch.empty(labels.shape, dtype=compute_dtype, device=logits.device)
         logsumexp = torch.empty_like(log_probs)
         for start in range(0, logits.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
-            chunk = logits[rows].to(compute_dtype)
+            chunk = _scaled_chunk(logits[rows], compute_dtype, temperature)
             logsumexp[rows] = torch.logsumexp(chunk, dim=-1)
             log_probs[rows] = chunk.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - logsumexp[rows]
         ctx.save_for_backward(logits, labels, logsumexp)
-        ctx.chunk_rows = chunk_rows
+        ctx.chunk_rows, ctx.temperature = chunk_rows, temperature
         return log_probs
 
     @staticmethod
@@ -52,24 +52,40 @@ class _LogProbsFromLogits(torch.autograd.Function):
         grad_logits = torch.empty_like(logits)
         for start in range(0, logits.size(0), ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
-            probs = torch.exp(logits[rows].to(logsumexp.dtype) - logsumexp[rows].unsqueeze(-1))
-            grad_rows = grad_output[rows].to(logsumexp.dtype).unsqueeze(-1)
-            chunk_grad = -probs * grad_rows  # d(-logsumexp)/d logits = -softmax
-            chunk_grad.scatter_add_(-1, labels[rows].unsqueeze(-1), grad_rows)  # + one-hot(label)
+            chunk = _scaled_chunk(logits[rows], logsumexp.dtype, ctx.temperature)
+            probs = torch.exp(chunk - logsumexp[rows].unsqueeze(-1))
+            grad_rows = grad_output[rows].to(logsumexp.dtype).unsqueeze(-1) / ctx.temperature
+            chunk_grad = -probs * grad_rows  # d(-logsumexp)/d logits = -softmax / T
+            chunk_grad.scatter_add_(-1, labels[rows].unsqueeze(-1), grad_rows)  # + one-hot(label) / T
             grad_logits[rows] = chunk_grad.to(logits.dtype)
-        return grad_logits, None, None
+        return grad_logits, None, None, None
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_rows: Optional[int] = None) -> torch.Tensor:
-    """Log-probability of each label under the softmax of its logits.
+def _scaled_chunk(chunk: torch.Tensor, dtype: torch.dtype, temperature: float) -> torch.Tensor:
+    """One chunk of logits upcast to ``dtype`` and divided by ``temperature`` (skipped for 1)."""
+    chunk = chunk.to(dtype)
+    return chunk if temperature == 1.0 else chunk / temperature
+
+
+def _check_temperature(temperature: float) -> float:
+    """Sampling temperature of the logits; <= 0 (greedy) leaves them unscaled."""
+    return float(temperature) if temperature > 0 else 1.0
+
+
+def logprobs_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_rows: Optional[int] = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probability of each label under the softmax of ``logits / temperature``.
 
     Args:
-        logits: (bs, T, V) (any leading shape), any float dtype.
+        logits: (bs, T, V) (any leading shape), any float dtype; kept in that dtype (e.g. bf16).
         labels: (bs, T) token ids in [0, V).
         chunk_rows: rows (positions) upcast to fp32 at once; default keeps a chunk near 256 MiB.
+        temperature: divides the logits chunk by chunk, in fp32; <= 0 means 1 (greedy sampling).
 
     Returns:
-        (bs, T) log-probs in fp32 (fp64 for fp64 logits). Differentiable w.r.t. ``logits``.
+        (bs, T) log-probs in fp32 (fp64 for fp64 logits). Differentiable w.r.t. ``logits``; no full
+        (bs, T, V) fp32 tensor is ever made.
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
@@ -78,29 +94,57 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_rows:
     vocab_size = logits.size(-1)
     flat_logits = logits.reshape(-1, vocab_size)
     flat_labels = labels.reshape(-1).long()
-    log_probs = _LogProbsFromLogits.apply(flat_logits, flat_labels, _rows_per_chunk(vocab_size, chunk_rows))
+    rows = _rows_per_chunk(vocab_size, chunk_rows)
+    log_probs = _LogProbsFromLogits.apply(flat_logits, flat_labels, rows, _check_temperature(temperature))
     return log_probs.view(labels.shape)
 
 
-def entropy_from_logits(logits: torch.Tensor, chunk_rows: Optional[int] = None) -> torch.Tensor:
-    """Entropy -sum_v p log p of the softmax over the last dim; (bs, T, V) -> (bs, T) in fp32.
+class _EntropyFromLogits(torch.autograd.Function):
+    """Entropy of softmax(logits / T) row by row; saves only the logits (each chunk recomputed in backward)."""
 
-    Computed as logsumexp(x) - sum_v softmax(x)_v x_v chunk by chunk; ``-inf`` logits (masked
-    vocabulary entries) contribute 0. Differentiable (autograd keeps each chunk's fp32 copy).
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, chunk_rows: int, temperature: float) -> torch.Tensor:
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        entropy = torch.empty(logits.shape[:-1], dtype=compute_dtype, device=logits.device)
+        for start in range(0, logits.size(0), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            chunk = _scaled_chunk(logits[rows], compute_dtype, temperature)
+            probs = torch.softmax(chunk, dim=-1)
+            finite_chunk = chunk.masked_fill(chunk == float("-inf"), 0.0)
+            entropy[rows] = torch.logsumexp(chunk, dim=-1) - (probs * finite_chunk).sum(-1)
+        ctx.save_for_backward(logits)
+        ctx.chunk_rows, ctx.temperature, ctx.compute_dtype = chunk_rows, temperature, compute_dtype
+        return entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        (logits,) = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        for start in range(0, logits.size(0), ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            chunk = _scaled_chunk(logits[rows], ctx.compute_dtype, ctx.temperature)
+            probs = torch.softmax(chunk, dim=-1)
+            finite_chunk = chunk.masked_fill(chunk == float("-inf"), 0.0)
+            centered = finite_chunk - (probs * finite_chunk).sum(-1, keepdim=True)
+            grad_rows = grad_output[rows].to(ctx.compute_dtype).unsqueeze(-1) / ctx.temperature
+            grad_logits[rows] = (-probs * centered * grad_rows).to(logits.dtype)  # dH/dy = -p (y - E_p[y])
+        return grad_logits, None, None
+
+
+def entropy_from_logits(
+    logits: torch.Tensor, chunk_rows: Optional[int] = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Entropy -sum_v p log p of softmax(logits / temperature) over the last dim; (bs, T, V) -> (bs, T) fp32.
+
+    Computed as logsumexp(y) - sum_v softmax(y)_v y_v chunk by chunk (each chunk upcast on its own);
+    ``-inf`` logits (masked vocabulary entries) contribute 0. Differentiable w.r.t. ``logits``.
     """
     vocab_size = logits.size(-1)
     flat_logits = logits.reshape(-1, vocab_size)
-    compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-    step = _rows_per_chunk(vocab_size, chunk_rows)
-    pieces = []
-    for start in range(0, flat_logits.size(0), step):
-        chunk = flat_logits[start : start + step].to(compute_dtype)
-        probs = torch.softmax(chunk, dim=-1)
-        finite_chunk = chunk.masked_fill(chunk == float("-inf"), 0.0)
-        pieces.append(torch.logsumexp(chunk, dim=-1) - (probs * finite_chunk).sum(-1))
-    if not pieces:
-        return torch.zeros(logits.shape[:-1], dtype=compute_dtype, device=logits.device)
-    return torch.cat(pieces).view(logits.shape[:-1])
+    rows = _rows_per_chunk(vocab_size, chunk_rows)
+    entropy = _EntropyFromLogits.apply(flat_logits, rows, _check_temperature(temperature))
+    return entropy.view(logits.shape[:-1])
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:

@@ -140,6 +140,8 @@ class ActorConfig:
     """Token budget of one micro-batch with use_dynamic_bsz (rows x longest row, padding included)."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Sequences per mini-batch on one worker (derived)."""
+    max_response_length: int = field(default=-1, init=False)
+    """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
 
     def post_init(self) -> None:
         check_choice(
@@ -163,6 +165,12 @@ class RefConfig:
     """Reference model; defaults to the actor's initial weights (RULE: the RS checkpoint)."""
     micro_batch_size_per_device_for_experience: int = field(default=16, init=False)
     """Copied from the actor."""
+
+    def post_init(self) -> None:
+        if self.offload.offload_optimizer:
+            raise ConfigError(
+                "worker.ref.offload.offload_optimizer=true: the reference has no optimizer; use offload_params"
+            )
 
 
 @dataclass
@@ -191,6 +199,15 @@ class CriticConfig:
     """Aggregation of the value loss."""
     global_batch_size_per_device: int = field(default=-1, init=False)
     """Derived."""
+    max_response_length: int = field(default=-1, init=False)
+    """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
+
+    def post_init(self) -> None:
+        check_choice(
+            self.loss_agg_mode,
+            ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"],
+            "worker.critic.loss_agg_mode",
+        )
 
 
 @dataclass
@@ -209,8 +226,8 @@ class RolloutConfig:
     """Stop strings (generation ends at the first one; it is kept in the text)."""
     micro_batch_size: int = 64
     """Prompts x samples generated in one HF generate call per worker."""
-    seed: int = 1
-    """Sampling seed (offset by rank)."""
+    seed: Optional[int] = None
+    """Sampling seed (offset by rank); None = trainer.seed."""
     val_override_config: dict = field(default_factory=lambda: {"temperature": 0.0, "n": 1})
     """Sampling for validation (greedy by default; RULE's original sampled at T=0.95, top_p=0.7)."""
     gpu_memory_utilization: float = 0.6
@@ -246,8 +263,12 @@ class WorkerConfig:
     """Reward function."""
     num_threads: int = 0
     """torch threads per worker; 0 = cpus_per_worker rounded down (at least 1)."""
+    seed: int = field(default=1, init=False)
+    """Copied from trainer.seed: each worker seeds torch, numpy and random with seed + rank."""
 
     def post_init(self) -> None:
+        if self.rollout.seed is None:
+            self.rollout.seed = self.seed
         self.ref.micro_batch_size_per_device_for_experience = self.actor.micro_batch_size_per_device_for_experience
         if not self.critic.model.model_path:
             self.critic.model.model_path = self.actor.model.model_path

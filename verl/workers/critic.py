@@ -11,7 +11,7 @@ from verl.protocol import DataProto
 from verl.utils import core_algos
 from verl.utils.seqlen_balancing import pad_response, trim_padding
 from verl.utils.torch_functional import masked_mean
-from verl.workers.actor.dp_actor import clip_and_step, global_sum
+from verl.workers.actor.dp_actor import clip_and_step, global_loss_normalizer
 from verl.workers.config import CriticConfig
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "responses")
@@ -58,11 +58,10 @@ class DataParallelCritic:
         metrics: dict[str, list[float]] = defaultdict(list)
         keys = (*MODEL_INPUTS, "response_mask", "values", "returns")
         mini_size = cfg.global_batch_size_per_device if cfg.global_batch_size_per_device > 0 else len(data)
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_size):
-                local = float(mini.batch["response_mask"].sum()) if cfg.loss_agg_mode == "token-mean" else len(mini)
-                normalizer = max(global_sum(local), 1.0) / world
+                normalizer = global_loss_normalizer(cfg.loss_agg_mode, mini, cfg.max_response_length)
+                vf_loss = 0.0
                 for batch, _ in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
                     mask = batch["response_mask"].float()
                     vpreds = response_values(self.module, batch)
@@ -76,9 +75,10 @@ class DataParallelCritic:
                         normalizer,
                     )
                     loss.backward()
-                    metrics["critic/vf_loss"].append(loss.item())
+                    vf_loss += loss.item()  # a share of the mini-batch's loss
                     metrics["critic/vf_clipfrac"].append(loss_metrics["vf_clipfrac"])
                     metrics["critic/vpred_mean"].append(masked_mean(vpreds.detach(), mask).item())
+                metrics["critic/vf_loss"].append(vf_loss)
                 grad_norm, finite = clip_and_step(self.module, self.optimizer, cfg.max_grad_norm, self.lr_scheduler)
                 metrics["critic/grad_norm"].append(grad_norm)
                 metrics["critic/skipped_nonfinite_steps"].append(0.0 if finite else 1.0)

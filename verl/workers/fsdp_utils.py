@@ -47,7 +47,17 @@ def load_causal_lm(model_path: str, config: ModelConfig, dtype: torch.dtype, val
     except OSError as e:
         raise ValueError(f"cannot load model {model_path!r} (resolved to {path!r}): {e}") from e
     model.config.use_cache = False
+    if value_head:
+        disable_dropout(model)
     return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout to p=0 (HF token-classification heads default to 0.1: a noisy value regression)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    model.config.classifier_dropout = 0.0
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:

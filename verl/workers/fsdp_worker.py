@@ -18,11 +18,9 @@ the adapter disabled (no second copy).
 from __future__ import annotations
 
 import os
-import random
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -84,7 +82,7 @@ class FSDPWorker(Worker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.rollout.seed + self.rank)
+        dev.seed_everything(cfg.seed + self.rank)
         self.tokenizer = fsdp_utils.load_tokenizer(cfg.actor.model.tokenizer_path or cfg.actor.model.model_path)
         if self._is_actor:
             self.actor_module = self._build_sharded(cfg.actor.model.model_path, cfg.actor.model, cfg.actor.fsdp, True)
@@ -100,12 +98,16 @@ class FSDPWorker(Worker):
                 ref_path = cfg.ref.model_path or cfg.actor.model.model_path
                 ref_module = self._build_sharded(ref_path, cfg.actor.model, cfg.ref.fsdp, trainable=False)
                 self.ref = DataParallelActor(cfg.actor, ref_module, device=self.device)
+                if cfg.ref.offload.offload_params:
+                    fsdp_utils.move_module(ref_module, "cpu")
         if self._is_rollout:
             self._build_rollout()
         if self._is_critic:
             module = self._build_sharded(cfg.critic.model.model_path, cfg.critic.model, cfg.critic.fsdp, True, True)
             optimizer, scheduler = self._build_optimizer(module, cfg.critic.optim)
             self.critic = DataParallelCritic(cfg.critic, module, optimizer, scheduler, self.device)
+            if cfg.critic.offload.offload_params:
+                fsdp_utils.move_module(module, "cpu")
 
     def _build_rollout(self) -> None:
         cfg = self.config
@@ -124,20 +126,24 @@ class FSDPWorker(Worker):
 
     # ------------------------------------------------------------------ offload (GPU; no-op on CPU)
     @contextmanager
-    def _actor_on_device(self, with_optimizer: bool = False):
-        """Bring offloaded actor parameters (and optimizer state) to the device for one phase."""
-        offload = self.config.actor.offload
+    def _on_device(self, module, offload, optimizer=None):
+        """Bring an offloaded module's parameters (and ``optimizer``'s state) to the device for one phase."""
         if offload.offload_params:
-            fsdp_utils.move_module(self.actor_module, self.device)
-        if with_optimizer and offload.offload_optimizer:
-            fsdp_utils.move_optimizer(self.actor.optimizer, self.device)
+            fsdp_utils.move_module(module, self.device)
+        if optimizer is not None and offload.offload_optimizer:
+            fsdp_utils.move_optimizer(optimizer, self.device)
         try:
             yield
         finally:
             if offload.offload_params:
-                fsdp_utils.move_module(self.actor_module, "cpu")
-            if with_optimizer and offload.offload_optimizer:
-                fsdp_utils.move_optimizer(self.actor.optimizer, "cpu")
+                fsdp_utils.move_module(module, "cpu")
+            if optimizer is not None and offload.offload_optimizer:
+                fsdp_utils.move_optimizer(optimizer, "cpu")
+
+    def _actor_on_device(self, with_optimizer: bool = False):
+        """The actor's parameters (and optimizer state) on the device for one phase (``worker.actor.offload``)."""
+        optimizer = self.actor.optimizer if with_optimizer else None
+        return self._on_device(self.actor_module, self.config.actor.offload, optimizer)
 
     # ------------------------------------------------------------------ rollout
     def _rollout_state_dict(self) -> dict[str, torch.Tensor]:
@@ -175,7 +181,8 @@ class FSDPWorker(Worker):
             with self._actor_on_device(), self.actor_module.disable_adapter():
                 log_probs = self.ref.compute_log_prob(data)
         else:
-            log_probs = self.ref.compute_log_prob(data)
+            with self._on_device(self.ref.module, self.config.ref.offload):
+                log_probs = self.ref.compute_log_prob(data)
         return DataProto.from_dict({"ref_log_probs": log_probs}, meta_info=dict(data.meta_info))
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
@@ -185,11 +192,14 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
-        return DataProto.from_dict({"values": self.critic.compute_values(data)}, meta_info=dict(data.meta_info))
+        with self._on_device(self.critic.module, self.config.critic.offload):
+            values = self.critic.compute_values(data)
+        return DataProto.from_dict({"values": values}, meta_info=dict(data.meta_info))
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_critic(self, data: DataProto) -> dict[str, list[float]]:
-        return self.critic.update_critic(data)
+        with self._on_device(self.critic.module, self.config.critic.offload, self.critic.optimizer):
+            return self.critic.update_critic(data)
 
     # ------------------------------------------------------------------ inspection (tests, benchmarks)
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -219,12 +229,8 @@ class FSDPWorker(Worker):
         optimizer, scheduler = self._optimizer_and_scheduler()
         state = fsdp_utils.sharded_state_dicts(self._trainable_module(), optimizer)
         state["lr_scheduler"] = scheduler.state_dict()
-        state["rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-            "rollout": self.rollout.generator.get_state() if hasattr(self.rollout, "generator") else None,
-        }
+        state["rng"] = dev.get_rng_state()
+        state["rng"]["rollout"] = self.rollout.generator.get_state() if hasattr(self.rollout, "generator") else None
         state["world_size"] = self.world_size
         Path(path).mkdir(parents=True, exist_ok=True)
         target = Path(path) / f"{self.role}_rank{self.rank}_of{self.world_size}.pt"
@@ -246,9 +252,7 @@ class FSDPWorker(Worker):
         optimizer, scheduler = self._optimizer_and_scheduler()
         fsdp_utils.load_sharded_state_dicts(self._trainable_module(), optimizer, state)
         scheduler.load_state_dict(state["lr_scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        dev.set_rng_state(state["rng"])
         if state["rng"].get("rollout") is not None and hasattr(self.rollout, "generator"):
             self.rollout.generator.set_state(state["rng"]["rollout"])
 

@@ -25,11 +25,12 @@ from verl.workers.config import ActorConfig
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "responses")
 
 
-def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-    """Logits predicting each response token: (bs, response_length, vocab), divided by ``temperature``.
+def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits predicting each response token: (bs, response_length, vocab) in the model's dtype (a view).
 
     Only the last ``response_length + 1`` positions go through the LM head (``logits_to_keep``),
-    which saves most of the vocabulary projection for long prompts.
+    which saves most of the vocabulary projection for long prompts. The temperature is applied (in fp32,
+    chunk by chunk) by ``logprobs_from_logits`` / ``entropy_from_logits``: no (bs, R, V) fp32 copy.
     """
     response_length = batch["responses"].shape[1]
     out = module(
@@ -39,8 +40,7 @@ def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperatu
         use_cache=False,
         logits_to_keep=response_length + 1,
     )
-    logits = out.logits[:, -response_length - 1 : -1, :]
-    return logits.float() / temperature if temperature > 0 else logits.float()
+    return out.logits[:, -response_length - 1 : -1, :]
 
 
 def clip_and_step(
@@ -76,6 +76,18 @@ def global_max(value: float) -> float:
 def global_sum(value: float) -> float:
     """Sum of a float over all data-parallel ranks (identity without torch.distributed)."""
     return _all_reduce(value, dist.ReduceOp.SUM)
+
+
+def global_loss_normalizer(loss_agg_mode: str, mini: DataProto, norm_length: int) -> float:
+    """``core_algos.loss_normalizer`` of this rank's mini-batch summed over ranks, divided by the world size.
+
+    ``norm_length`` (seq-mean-token-sum-norm): the configured max response length; <= 0 falls back to the
+    mini-batch's padded response width, which no micro-batch split changes.
+    """
+    mask = mini.batch["response_mask"]
+    length = norm_length if norm_length > 0 else mask.size(-1)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return max(global_sum(core_algos.loss_normalizer(loss_agg_mode, mask, length)), 1.0) / world
 
 
 class DataParallelActor:
@@ -114,28 +126,20 @@ class DataParallelActor:
         size = self.config.micro_batch_size_per_device_for_experience
         outputs, order = [], []
         for indices, batch, response_length, dummy in self._micro_batches(data, MODEL_INPUTS, size):
-            logits = response_logits(self.module, batch, temperature)
+            logits = response_logits(self.module, batch)
             if not dummy:
-                log_probs = logprobs_from_logits(logits, batch["responses"]).cpu()
+                log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature).cpu()
                 outputs.append(pad_response(log_probs, response_length))
                 order.append(indices)
         return restore_order(outputs, order) if outputs else torch.zeros(0)
-
-    def _loss_normalizer(self, mini: DataProto) -> float:
-        """Global token (or sequence) count of this mini-batch over ranks, divided by world size."""
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        if self.config.loss_agg_mode == "token-mean":
-            local = float(mini.batch["response_mask"].sum())
-        else:
-            local = float(len(mini))
-        return max(global_sum(local), 1.0) / world
 
     def update_policy(self, data: DataProto) -> dict[str, list[float]]:
         """PPO/GRPO update over mini-batches x ppo_epochs x micro-batches (gradient accumulation).
 
         ``data`` (this rank's chunk) needs responses, input_ids, attention_mask, position_ids,
         response_mask, old_log_probs, advantages (and ref_log_probs when ``use_kl_loss``).
-        Returns lists of per-micro-batch (losses) and per-step (grad_norm, lr) metrics.
+        Returns lists of metrics: losses (pg_loss, kl_loss) and grad_norm, lr once per optimizer step (a loss
+        is the sum of its micro-batch shares: the mini-batch's loss), the others once per micro-batch.
         """
         cfg = self.config
         self.module.train()
@@ -147,9 +151,14 @@ class DataParallelActor:
         mini_size = cfg.global_batch_size_per_device if cfg.global_batch_size_per_device > 0 else len(data)
         for _ in range(cfg.ppo_epochs):
             for mini in data.split(mini_size):
-                normalizer = self._loss_normalizer(mini)
+                normalizer = global_loss_normalizer(cfg.loss_agg_mode, mini, cfg.max_response_length)
+                step_losses: dict[str, float] = defaultdict(float)
                 for _, batch, _, dummy in self._micro_batches(mini, keys, cfg.micro_batch_size_per_device_for_update):
-                    self._accumulate(batch, temperature, normalizer, metrics, weight=0.0 if dummy else 1.0)
+                    self._accumulate(
+                        batch, temperature, normalizer, metrics, step_losses, weight=0.0 if dummy else 1.0
+                    )
+                for key, value in step_losses.items():
+                    metrics[key].append(value)
                 grad_norm, finite = clip_and_step(self.module, self.optimizer, cfg.max_grad_norm, self.lr_scheduler)
                 metrics["actor/grad_norm"].append(grad_norm)
                 metrics["actor/skipped_nonfinite_steps"].append(0.0 if finite else 1.0)
@@ -157,11 +166,14 @@ class DataParallelActor:
                     metrics["actor/lr"].append(self.lr_scheduler.get_last_lr()[0])
         return dict(metrics)
 
-    def _accumulate(self, batch: dict, temperature: float, normalizer: float, metrics: dict, weight: float) -> None:
+    def _accumulate(
+        self, batch: dict, temperature: float, normalizer: float, metrics: dict, step_losses: dict, weight: float
+    ) -> None:
+        """Forward + backward of one micro-batch; its loss shares are added to ``step_losses``."""
         cfg = self.config
         mask = batch["response_mask"].float()
-        logits = response_logits(self.module, batch, temperature)
-        log_probs = logprobs_from_logits(logits, batch["responses"])
+        logits = response_logits(self.module, batch)
+        log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature)
         pg_loss, pg_metrics = core_algos.compute_policy_loss(
             cfg.policy_loss,
             old_log_probs=batch["old_log_probs"] if "old_log_probs" in batch else log_probs.detach(),
@@ -176,21 +188,22 @@ class DataParallelActor:
         )
         loss = pg_loss
         if cfg.entropy_coeff != 0:
-            entropy = entropy_from_logits(logits)
+            entropy = entropy_from_logits(logits, temperature=temperature)
             entropy_loss = core_algos.compute_entropy_loss(entropy, mask, cfg.loss_agg_mode, normalizer)
             loss = loss - cfg.entropy_coeff * entropy_loss
         else:
             with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach())
+                entropy = entropy_from_logits(logits.detach(), temperature=temperature)
         if cfg.use_kl_loss:
             kl = core_algos.compute_kl(log_probs, batch["ref_log_probs"], cfg.kl_penalty)
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode, normalizer)
             loss = loss + cfg.kl_coef * kl_loss
-            metrics["actor/kl_loss"].append(masked_mean(kl.detach(), mask).item())
         (loss * weight).backward()
         if weight == 0.0:
             return
-        metrics["actor/pg_loss"].append(pg_loss.item())
+        step_losses["actor/pg_loss"] += pg_loss.item()
+        if cfg.use_kl_loss:
+            step_losses["actor/kl_loss"] += kl_loss.item()
         metrics["actor/entropy"].append(masked_mean(entropy, mask).item())
         for key, value in pg_metrics.items():
             metrics[f"actor/{key}"].append(float(value))

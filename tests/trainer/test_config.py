@@ -1,0 +1,37 @@
+"""Validation of the run config at load time: each bad key fails with a one-line error that names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from verl.trainer.config import PPOConfig
+from verl.utils.config import ConfigError, load_config
+
+
+def test_full_kl_penalty_is_rejected_at_load_naming_the_key_and_the_valid_values():
+    """'full' needs (bs, L, V) log-distributions; the engine keeps (bs, L) per-token log-probs only."""
+    with pytest.raises(ConfigError) as error:
+        load_config(PPOConfig, ["data.train_files=x.json", "algorithm.kl_penalty=full"])
+    message = str(error.value)
+    assert "\n" not in message
+    assert "algorithm.kl_penalty='full'" in message and "low_var_kl" in message and "k1" in message
+
+
+@pytest.mark.parametrize("name", ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"])
+def test_per_token_kl_penalties_are_accepted(name):
+    cfg = load_config(PPOConfig, ["data.train_files=x.json", f"algorithm.kl_penalty={name}"])
+    assert cfg.worker.actor.kl_penalty == name
+
+
+def test_trainer_seed_feeds_data_order_sampling_and_worker_seeds_unless_set():
+    cfg = load_config(PPOConfig, ["data.train_files=x.json", "trainer.seed=7"])
+    assert (cfg.data.seed, cfg.worker.rollout.seed, cfg.worker.seed) == (7, 7, 7)
+    cfg = load_config(PPOConfig, ["data.train_files=x.json", "trainer.seed=7", "data.seed=3", "worker.rollout.seed=5"])
+    assert (cfg.data.seed, cfg.worker.rollout.seed, cfg.worker.seed) == (3, 5, 7)
+
+
+def test_reference_optimizer_offload_is_rejected():
+    with pytest.raises(
+        ConfigError, match=r"worker.ref.offload.offload_optimizer=true: the reference has no optimizer"
+    ):
+        load_config(PPOConfig, ["data.train_files=x.json", "worker.ref.offload.offload_optimizer=true"])
