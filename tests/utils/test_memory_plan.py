@@ -115,6 +115,8 @@ def test_knobs_change_the_phases_they_should(llama3):
     assert no_ckpt.phase("update").parts["activations"] > 10 * plan.phase("update").parts["activations"]
     hf = estimate(llama3, dataclasses.replace(base, rollout="hf", rollout_rows=64))
     assert all(p.parts["rollout engine"] >= 2 * P for p in hf.phases)  # a full bf16 copy in every phase
+    small = estimate(llama3, dataclasses.replace(base, update=Pass(1, 128, 65))).phase("update").parts
+    assert small["optimizer step"] == 4 * P // 4 - small["activations"] - small["logits"] > 0
     offloaded = estimate(llama3, dataclasses.replace(base, fsdp_cpu_offload=True))
     assert offloaded.phase("update").parts["parameters"] == offloaded.phase("update").parts["optimizer"] == 0
 

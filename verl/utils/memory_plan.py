@@ -17,7 +17,10 @@ What the engine holds (``verl/workers/fsdp_worker.py``, ``fsdp_utils.py``) and h
   + prefetch); with ``reshard_after_forward=false`` every layer stays gathered.
 * **gradients** - fp32 like the sharded parameter: ``4 P_t / W`` (update only; freed by ``zero_grad``).
 * **optimizer** - AdamW ``m`` + ``v`` in fp32: ``8 P_t / W``; off the GPU with ``offload_optimizer``
-  outside the update, or with ``fsdp.cpu_offload`` always.
+  outside the update, or with ``fsdp.cpu_offload`` always. **optimizer step**: torch's foreach AdamW
+  allocates a temporary of the sharded parameters' size (``4 P_t / W``) after the activations are
+  freed; counted as what it needs beyond the backward's activations + logits (so the update's total is
+  the larger of the two moments).
 * **reference** - a frozen copy sharded in the model dtype (bf16 on GPU): ``2 P / W``; none with LoRA
   (the disabled adapter is the reference) or without KL. RS frees it after the log-prob pass.
 * **sync buffer** (rollout) - ASSUMES the streaming weight sync: one full tensor at a time is gathered
@@ -233,6 +236,7 @@ def estimate(shape: ModelShape, setup: TrainingSetup) -> MemoryPlan:
     parts["rollout engine"] = rollout_idle
     parts["activations"] = activation_bytes(shape, setup, setup.update, grad=True)
     parts["logits"] = logits_bytes(shape, setup, setup.update, grad=True)
+    parts["optimizer step"] = max(0, grads - parts["activations"] - parts["logits"])
     phases.append(PhaseEstimate("update", parts))
     for phase in phases:
         phase.parts["runtime"] = RUNTIME_BYTES
