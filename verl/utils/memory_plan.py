@@ -343,16 +343,28 @@ def suggestions(shape: ModelShape, setup: TrainingSetup) -> list[Suggestion]:
 
 
 def combination(shape: ModelShape, setup: TrainingSetup) -> Optional[Suggestion]:
-    """Knobs applied one after another (``COMBINE_ORDER``) until the plan fits on the current GPUs."""
-    used, current = [], setup
+    """Knobs applied one after another (``COMBINE_ORDER``) until the plan fits on the current GPUs, then
+    each dropped again where the rest still fits (a minimal set); None if even all of them do not fit."""
+
+    def apply_all(knobs: list[str]) -> MemoryPlan:
+        current = setup
+        for knob in knobs:
+            current = KNOBS[knob][2](current)
+        return estimate(shape, current)
+
+    used, plan = [], None
     for knob in COMBINE_ORDER:
-        text, applies, apply = KNOBS[knob]
-        if not applies(current) or setup.keys.get(knob) is None:
-            continue
-        current, used = apply(current), used + [knob]
-        plan = estimate(shape, current)
-        if plan.fits:
-            texts = " + ".join(KNOBS[k][0] for k in used)
-            keys = ", ".join(setup.keys[k] for k in used)
-            return Suggestion("+".join(used), texts, keys, True, plan.peak.total, None)
-    return None
+        if KNOBS[knob][1](setup) and setup.keys.get(knob) is not None:
+            used.append(knob)
+            plan = apply_all(used)
+            if plan.fits:
+                break
+    if plan is None or not plan.fits:
+        return None
+    for knob in list(used):
+        rest = [k for k in used if k != knob]
+        if rest and apply_all(rest).fits:
+            used = rest
+    plan = apply_all(used)
+    texts, keys = " + ".join(KNOBS[k][0] for k in used), ", ".join(setup.keys[k] for k in used)
+    return Suggestion("+".join(used), texts, keys, True, plan.peak.total, None)
