@@ -252,7 +252,9 @@ def throughput(steps: list[dict], params: int, peak: float | None) -> str:
     """Rollout and training tokens/s and the update's MFU, averaged over steps after the first (warm-up)."""
     steps = steps[1:] or steps
     mean = lambda key: sum(float(s.get(key, 0.0)) for s in steps) / len(steps)  # noqa: E731
-    tokens = mean("throughput/tokens_per_s") * mean("timing/step")  # tokens (attention mask) per step
+    # tokens (attention mask) per step, from the logged rate and the step time
+    tokens = sum(float(s.get("throughput/tokens_per_s", 0.0)) * float(s.get("timing/step", 0.0)) for s in steps)
+    tokens /= len(steps)
     update_s = max(mean("timing/update_actor"), 1e-9)
     mfu = (
         f"{100 * 6 * params * tokens / update_s / (peak * 1e12):.1f}%" if peak else "n/a (unknown GPU: --peak-tflops)"
@@ -337,17 +339,20 @@ def main(argv: list[str] | None = None) -> None:
 
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
-    params = sum(p.numel() for p in lm.parameters()) - lm.get_input_embeddings().weight.numel()
+    embedding, head = lm.get_input_embeddings().weight, lm.get_output_embeddings().weight
+    # FLOPs count the matmuls: every parameter but the input embedding lookup (a tied lm_head still multiplies)
+    params = sum(p.numel() for p in lm.parameters()) - embedding.numel() + (head.numel() if head is embedding else 0)
     name = torch.cuda.get_device_name() if on_gpu else "cpu"
     peak = args.peak_tflops or (peak_tflops(name) if on_gpu else None)
     print(f"device {name} | model {args.model}: {params / 1e6:.2f} M non-embedding params | torch {torch.__version__}")
     failures = []
     diffs = logprob_diffs(model, args)
     mean_tol, max_tol = TOLERANCES[args.dtype]
-    print(
-        f"log-prob agreement ({args.dtype}, {diffs.numel()} tokens): mean |diff| {float(diffs.mean()):.4f} "
-        f"(< {mean_tol}), max {float(diffs.max()):.4f} (< {max_tol})"
-    )
+    if diffs.numel():
+        print(
+            f"log-prob agreement ({args.dtype}, {diffs.numel()} tokens): mean |diff| {float(diffs.mean()):.4f} "
+            f"(< {mean_tol}), max {float(diffs.max()):.4f} (< {max_tol})"
+        )
     failures += check_logprobs(diffs, args.dtype)
     gc.collect()
     dev.empty_cache()
