@@ -364,5 +364,18 @@ def main(argv: list[str] | None = None) -> None:
     print("gpu_check PASSED: finite losses, log-probs agree" + (", memory within the plan" if on_gpu else ""))
 
 
+def cli() -> None:
+    """``main`` with any crash (an OOM, an engine error) reported as the last line: its traceback, then
+    ``gpu_check FAILED: <type>: <first line>``."""
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001 - every failure must end in one line
+        import traceback
+
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0]
+        sys.exit(f"gpu_check FAILED: {type(e).__name__}: {first}")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

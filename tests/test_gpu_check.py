@@ -130,3 +130,14 @@ def test_shell_entry_names_missing_packages_in_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("gpu_check FAILED: missing Python packages: torch")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_crash_ends_in_one_failure_line(gpu_check, monkeypatch, capsys):
+    def crash():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(gpu_check, "main", crash)
+    with pytest.raises(SystemExit) as e:
+        gpu_check.cli()
+    assert e.value.code == "gpu_check FAILED: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert "Traceback" in capsys.readouterr().err

@@ -138,6 +138,7 @@ def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
         free_cache_engine=rollout.free_cache_engine,
         tensor_parallel=rollout.tensor_parallel_size,
         eager_attention=actor.model.attn_implementation == "eager",
+        notes=("the critic (adv_estimator=gae) is not counted",) if config.algorithm.adv_estimator == "gae" else (),
         keys={
             "lora": "worker.actor.model.lora.rank",
             "offload": "worker.actor.offload.offload_params/offload_optimizer",

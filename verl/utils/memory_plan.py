@@ -133,6 +133,8 @@ class TrainingSetup:
     eager_attention: bool = False
     kept_logit_bytes: int = 4
     """Bytes of the logits copy the log-softmax keeps (4: the actor upcasts; RS keeps the compute dtype)."""
+    notes: tuple[str, ...] = ()
+    """Caveats printed under the table (e.g. what the plan does not count for this config)."""
     keys: dict = field(default_factory=dict, compare=False)
     """Config key of each knob (lora, offload, cpu_offload, checkpointing, micro_batch, gpu_util, gpus)."""
 

@@ -152,9 +152,15 @@ def format_plan(plan: MemoryPlan) -> str:
         lines.append(f"{part:16}" + "".join(f"{gib(p.parts.get(part, 0)):>11}" for p in plan.phases))
     lines.append(f"{'total':16}" + "".join(f"{gib(p.total):>11}" for p in plan.phases))
     lines.append(f"{'fits':16}" + "".join(f"{'yes' if p.total <= s.gpu_bytes else 'NO':>11}" for p in plan.phases))
+    lines += [f"note: {note}" for note in s.notes]
     peak = plan.peak
     if plan.fits:
-        lines.append(f"verdict: FITS - peak {gib(peak.total)} of {gib(s.gpu_bytes)} GiB ({peak.name})")
+        tight = (
+            " - tight: over 90% of the card, allocator fragmentation may still OOM"
+            if peak.total > 0.9 * s.gpu_bytes
+            else ""
+        )
+        lines.append(f"verdict: FITS - peak {gib(peak.total)} of {gib(s.gpu_bytes)} GiB ({peak.name}){tight}")
         return "\n".join(lines)
     lines.append(f"verdict: DOES NOT FIT - {peak.name} needs {gib(peak.total)} of {gib(s.gpu_bytes)} GiB per GPU")
     options = suggestions(shape, s)
