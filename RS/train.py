@@ -7,6 +7,8 @@ Examples::
 
 Outputs go to ``{trainer.output_dir}/{trainer.experiment_name}``: ``epoch_{k}/`` (plain HF folders),
 ``metrics.jsonl``, ``rs_config.json``, ``summary.json``. ``--help`` lists every key with its default.
+``--plan [--gpu-mem-gb 80] [--model-config PATH]`` prints the memory needed per GPU and phase instead of
+training (no Ray, no weights; see verl/utils/memory_plan.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 
 from RS.config import RSConfig
 from verl.utils.config import ConfigError, describe_config, load_config
+from verl.utils.memory_plan import Pass, TrainingSetup
+from verl.utils.memory_plan_report import run_plan, split_plan_flags
 
 OFFLINE_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
@@ -35,6 +39,37 @@ def run(config: RSConfig) -> dict:
         trainer.close()
 
 
+def plan_setup(config: RSConfig, gpu_bytes: float) -> TrainingSetup:
+    """What ``config`` holds on each GPU, for the ``--plan`` memory estimate (no Ray, no weights)."""
+    from RS.losses import get_loss
+
+    loss, t, seq = get_loss(config.loss.name), config.trainer, config.data.max_length
+    return TrainingSetup(
+        n_gpus=config.world_size(),
+        gpu_bytes=int(gpu_bytes),
+        update=Pass(t.micro_batch_size_per_device, seq, seq, streams=len(loss.streams)),
+        experience=Pass(t.micro_batch_size_for_logps, seq, seq) if loss.needs_ref else None,
+        mixed_precision=config.fsdp.mixed_precision,
+        frozen_bytes=4 if config.model.dtype in ("fp32", "float32") else 2,
+        lora_rank=config.model.lora.rank,
+        lora_targets=tuple(config.model.lora.target_modules),
+        gradient_checkpointing=config.model.enable_gradient_checkpointing,
+        reshard_after_forward=config.fsdp.reshard_after_forward and config.fsdp.enable_full_shard,
+        fsdp_cpu_offload=config.fsdp.cpu_offload,
+        reference=loss.needs_ref,
+        reference_in_update=False,  # UnlearnTrainer releases it after the reference log-prob pass
+        eager_attention=config.model.attn_implementation == "eager",
+        kept_logit_bytes=2 if config.fsdp.mixed_precision else 4,
+        keys={
+            "lora": "model.lora.rank",
+            "cpu_offload": "fsdp.cpu_offload",
+            "checkpointing": "model.enable_gradient_checkpointing",
+            "micro_batch": "trainer.micro_batch_size_per_device/micro_batch_size_for_logps",
+            "gpus": "trainer.n_gpus_per_node x trainer.nnodes",
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -44,12 +79,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"losses: {', '.join(UNLEARN_LOSSES.names())}\n")
         print("\n".join(describe_config(RSConfig)))
         return
+    argv, plan = split_plan_flags(argv)
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
         config = load_config(RSConfig, argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    if plan is not None:
+        run_plan(lambda gpu_bytes: plan_setup(config, gpu_bytes), config.model.model_path, plan)
     try:
         run(config)
     except (ValueError, FileNotFoundError) as e:

@@ -1,6 +1,8 @@
 """Entry point: ``python3 -m verl.trainer.main config=examples/rebo_smollm2.yaml worker.rollout.n=8``.
 
-``--help`` lists every config key with its default and documentation.
+``--help`` lists every config key with its default and documentation. ``--plan [--gpu-mem-gb 80]
+[--model-config PATH]`` prints the memory needed per GPU and phase instead of training (no Ray, no weights;
+see verl/utils/memory_plan.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 
 from verl.trainer.config import PPOConfig
 from verl.utils.config import ConfigError, describe_config, load_config
+from verl.utils.memory_plan import Pass, TrainingSetup
+from verl.utils.memory_plan_report import run_plan, split_plan_flags
 
 OFFLINE_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
@@ -99,18 +103,69 @@ def run(config: PPOConfig):
         shutdown()
 
 
+def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
+    """What ``config`` holds on each GPU, for the ``--plan`` memory estimate (no Ray, no weights)."""
+    worker, data = config.worker, config.data
+    actor, rollout = worker.actor, worker.rollout
+    seq = data.max_prompt_length + data.max_response_length
+    positions = data.max_response_length + 1  # logits_to_keep in dp_actor.response_logits
+
+    def micro(rows: int) -> Pass:
+        if actor.use_dynamic_bsz:  # a token budget: rows of the longest length that fit it
+            rows = max(1, actor.max_token_len_per_device // seq)
+        return Pass(rows, seq, positions)
+
+    return TrainingSetup(
+        n_gpus=config.world_size(),
+        gpu_bytes=int(gpu_bytes),
+        update=micro(actor.micro_batch_size_per_device_for_update),
+        experience=micro(actor.micro_batch_size_per_device_for_experience),
+        mixed_precision=actor.fsdp.mixed_precision,
+        frozen_bytes=4 if actor.model.dtype in ("fp32", "float32") else 2,
+        lora_rank=actor.model.lora.rank,
+        lora_targets=tuple(actor.model.lora.target_modules),
+        gradient_checkpointing=actor.model.enable_gradient_checkpointing,
+        reshard_after_forward=actor.fsdp.reshard_after_forward and actor.fsdp.enable_full_shard,
+        fsdp_cpu_offload=actor.fsdp.cpu_offload,
+        offload_params=actor.offload.offload_params,
+        offload_optimizer=actor.offload.offload_optimizer,
+        reference=not config.algorithm.disable_kl,
+        rollout=rollout.name,
+        rollout_rows=min(rollout.micro_batch_size, data.rollout_batch_size * rollout.n // config.world_size()),
+        prompt_len=data.max_prompt_length,
+        response_len=data.max_response_length,
+        gpu_memory_utilization=rollout.gpu_memory_utilization,
+        free_cache_engine=rollout.free_cache_engine,
+        tensor_parallel=rollout.tensor_parallel_size,
+        eager_attention=actor.model.attn_implementation == "eager",
+        notes=("the critic (adv_estimator=gae) is not counted",) if config.algorithm.adv_estimator == "gae" else (),
+        keys={
+            "lora": "worker.actor.model.lora.rank",
+            "offload": "worker.actor.offload.offload_params/offload_optimizer",
+            "cpu_offload": "worker.actor.fsdp.cpu_offload",
+            "checkpointing": "worker.actor.model.enable_gradient_checkpointing",
+            "micro_batch": "worker.actor.micro_batch_size_per_device_for_update/_for_experience",
+            "gpu_util": "worker.rollout.gpu_memory_utilization",
+            "gpus": "trainer.n_gpus_per_node x trainer.nnodes",
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         print("\n".join(describe_config(PPOConfig)))
         return
+    argv, plan = split_plan_flags(argv)
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     try:
         config = load_config(PPOConfig, argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    if plan is not None:
+        run_plan(lambda gpu_bytes: plan_setup(config, gpu_bytes), config.worker.actor.model.model_path, plan)
     try:
         run(config)
     except Exception as error:
