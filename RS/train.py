@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
         run(config)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
+    except Exception as error:
+        from verl.trainer.ray_trainer import worker_death
+
+        if worker_death(error) is None:
+            raise
+        sys.exit(f"error: {error}")  # a Ray worker died: one line naming it, exit status 1
 
 
 if __name__ == "__main__":
