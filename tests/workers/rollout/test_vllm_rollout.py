@@ -7,7 +7,7 @@ Runs only in the separate vLLM environment (the main suite skips it: no ``vllm``
 
 One engine serves every test: an in-process ``FSDPWorker`` with role ``actor_rollout`` and
 ``rollout.name=vllm``, so ``generate_sequences`` goes through the real path (gather the actor's full
-weights -> ``VLLMRollout.sync_weights`` -> generate). The model is a tiny random Qwen2 (head size 32:
+weights -> ``VLLMRollout.load_weights`` -> generate). The model is a tiny random Qwen2 (head size 32:
 vLLM's CPU attention supports no smaller head).
 """
 
@@ -87,7 +87,7 @@ def hf_rollout(group):
     worker = group.workers[0]
     model = AutoModelForCausalLM.from_pretrained(worker.config.actor.model.model_path, dtype=torch.float32)
     rollout = HFRollout(model, worker.tokenizer, worker.config.rollout)
-    rollout.sync_weights(group.full_state_dict()[0])
+    rollout.load_weights(group.full_state_dict()[0].items())
     return rollout
 
 
@@ -189,7 +189,7 @@ def test_weight_sync_changes_the_engine_and_restores_it(worker):
     recomputed = actor_log_probs(worker, after, 0.0)
     assert (after.batch["rollout_log_probs"][mask] - recomputed[mask]).abs().max() < LOG_PROB_TOLERANCE
 
-    rollout.sync_weights(original)
+    rollout.load_weights(original.items())
     restored = rollout.generate_sequences(greedy)
     assert torch.equal(restored.batch["responses"], before.batch["responses"])
     assert torch.allclose(restored.batch["rollout_log_probs"], before.batch["rollout_log_probs"], atol=1e-6)
