@@ -227,6 +227,11 @@ class FSDPWorker(Worker):
         return {k: v.detach().cpu().clone() for k, v in self.rollout.model.state_dict().items()}
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def rollout_backend(self) -> str:
+        """ "hf", or "vllm/<vLLM's executor backend>" (external_launcher on several ranks)."""
+        return self.rollout.name if self.rollout is not None else ""
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def weight_sync_stats(self) -> dict[str, int]:
         """Rollout syncs so far and the last one's ``SyncTally.summary()`` (bytes handed over / alive)."""
         return dict(self.sync_stats)

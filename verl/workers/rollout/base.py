@@ -30,9 +30,11 @@ from verl.workers.rollout.sampling import SamplingSpec, position_ids_from_mask
 
 
 class BaseRollout(ABC):
-    """``dtype``: the dtype this rollout holds its weights in (the sync casts to it)."""
+    """``dtype``: the dtype this rollout holds its weights in (the sync casts to it); ``name``: the
+    backend, for logs and tests."""
 
     dtype: torch.dtype = torch.float32
+    name: str = "base"
 
     @abstractmethod
     def generate_sequences(self, prompts: DataProto) -> DataProto: ...

@@ -19,6 +19,8 @@ from verl.workers.rollout.sampling import sample
 
 
 class HFRollout(BaseRollout):
+    name = "hf"
+
     def __init__(self, model: nn.Module, tokenizer, config: RolloutConfig, rank: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer

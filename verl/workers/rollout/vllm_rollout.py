@@ -10,8 +10,10 @@ Several workers (a torch.distributed group of world size > 1, one engine each, t
 the engine is built with ``distributed_executor_backend="external_launcher"`` as verl / EasyR1 do, so
 vLLM joins the process group the worker group already set up (``RANK``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``) instead of spawning its own workers; its ranks form independent
-data-parallel replicas ("ExternalDP"), each with its own seed (``rollout.seed + rank``). Engines are
-built together (``init_model`` is collective: vLLM creates its groups there).
+data-parallel replicas ("ExternalDP": tensor parallel 1, each generates its own chunk), each with its
+own seed (``rollout.seed + rank``). ``LOCAL_RANK`` is reset to this worker's device index, which vLLM
+uses as its GPU. Engines are built together (``init_model`` is collective: vLLM creates its groups and
+takes the minimum free memory over ranks there).
 
 A weight sync wakes only the weights (``wake_up(("weights",))``), streams the actor's tensors into the
 model's ``load_weights`` and then wakes the KV cache, so the cache is not allocated while the actor's
@@ -96,6 +98,10 @@ class VLLMRollout(BaseRollout):
                 if key not in os.environ:
                     raise RuntimeError(f"vLLM rollout on {dist.get_world_size()} ranks: {key} is not set")
             extra["distributed_executor_backend"] = "external_launcher"
+            # vLLM uses GPU number LOCAL_RANK; a Ray GPU actor sees one device, so use this worker's own
+            index = dev.get_torch_device().index
+            if index is not None:
+                os.environ["LOCAL_RANK"] = str(index)
         self.engine = LLM(
             model=resolve_model_path(model_config.model_path),
             tokenizer=resolve_model_path(model_config.tokenizer_path or model_config.model_path),
@@ -107,6 +113,8 @@ class VLLMRollout(BaseRollout):
             trust_remote_code=model_config.trust_remote_code,
             **extra,
         )
+        backend = self.engine.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+        self.name = f"vllm/{backend}"
         self.asleep: set[str] = set()  # sleep-mode memory pools now released: "weights", "kv_cache"
         self.sleep()
 
