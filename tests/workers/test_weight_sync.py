@@ -162,3 +162,26 @@ def test_stream_casts_to_the_rollout_dtype_and_rejects_unknown_names(tiny_model)
     with pytest.raises(RuntimeError, match="rollout weight sync mismatch.*bogus"):
         worker.rollout.load_weights(renamed())
     assert len(drained) == len(worker.actor_module.state_dict())
+
+
+def test_lora_stream_equals_the_full_state_dict_merge_and_peft(tiny_model):
+    """LoRA actor after an update (B != 0): the per-module streamed merge == merging the gathered full
+    state dict (``fsdp_utils.merged_lora_state_dict``, the export path) == peft's ``merge_and_unload``."""
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers import fsdp_utils
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    cfg = worker_config(tiny_model)
+    cfg.actor.model.lora.rank, cfg.actor.model.lora.alpha = 4, 8
+    cfg.actor.optim.lr = 5e-2
+    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
+    group.init_model()
+    group.update_actor(fixed_batch(seed=6))
+    worker = group.workers[0]
+    streamed = {k: v.clone() for k, v in worker._rollout_weights()}
+    full = fsdp_utils.full_state_dict(worker.actor_module)
+    assert_same_weights(streamed, fsdp_utils.merged_lora_state_dict(worker.actor_module, full))
+    oracle = peft_merged(tiny_model, cfg.actor.model.lora, {k: v.detach().clone() for k, v in full.items()})
+    assert_same_weights(streamed, oracle, atol=1e-6)
+    base = fsdp_utils.load_causal_lm(tiny_model, cfg.actor.model, torch.float32).state_dict()
+    assert max(float((streamed[k] - base[k]).abs().max()) for k in base if "rotary" not in k) > 1e-4  # merged B@A
