@@ -196,10 +196,9 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict[str, list[float]]:
+        self.weights_version += 1  # the weights are about to change: the next rollout resyncs
         with self._actor_on_device(with_optimizer=True):
-            metrics = self.actor.update_policy(data)
-        self.weights_version += 1
-        return metrics
+            return self.actor.update_policy(data)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:
@@ -228,7 +227,7 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def rollout_backend(self) -> str:
-        """ "hf", or "vllm/<vLLM's executor backend>" (external_launcher on several ranks)."""
+        """The rollout backend: hf, or vllm/<vLLM's executor backend> (external_launcher on several ranks)."""
         return self.rollout.name if self.rollout is not None else ""
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -279,8 +278,8 @@ class FSDPWorker(Worker):
             )
         state = torch.load(target, map_location="cpu", weights_only=False)
         optimizer, scheduler = self._optimizer_and_scheduler()
-        fsdp_utils.load_sharded_state_dicts(self._trainable_module(), optimizer, state)
         self.weights_version += 1
+        fsdp_utils.load_sharded_state_dicts(self._trainable_module(), optimizer, state)
         scheduler.load_state_dict(state["lr_scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
