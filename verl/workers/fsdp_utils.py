@@ -119,7 +119,10 @@ def local_numel(model: nn.Module) -> tuple[int, int]:
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Gather the full (unsharded) state dict on every rank; collective: all ranks must call it."""
+    """Gather the full (unsharded) state dict on every rank; collective: all ranks must call it.
+
+    Holds the whole model at once: for inspection and export. The rollout sync streams instead
+    (``weight_sync.iter_full_weights``)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
@@ -176,23 +179,12 @@ def init_distributed() -> None:
 
 
 def merged_lora_state_dict(peft_model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Full PEFT state dict -> base-model state dict with every LoRA update merged (W + s * B @ A)."""
-    config = peft_model.peft_config["default"]
-    scaling = config.lora_alpha / config.r
-    merged: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if ".lora_" in key:
-            continue
-        name = key.removeprefix("base_model.model.")
-        if ".base_layer." in key:
-            stem = key.split(".base_layer.")[0]
-            lora_a = state.get(f"{stem}.lora_A.default.weight")
-            lora_b = state.get(f"{stem}.lora_B.default.weight")
-            if lora_a is not None and lora_b is not None and key.endswith("weight"):
-                value = value + scaling * (lora_b.float() @ lora_a.float()).to(value.dtype)
-            name = name.replace(".base_layer.", ".")
-        merged[name] = value
-    return merged
+    """Full PEFT state dict -> base-model state dict with every LoRA update merged (W + s * B @ A).
+
+    The merge itself is ``weight_sync.merged_lora_items`` (which the streaming rollout sync uses too)."""
+    from verl.workers.weight_sync import lora_scaling, merged_lora_items
+
+    return dict(merged_lora_items(state, lora_scaling(peft_model)))
 
 
 def save_hf_folder(model_cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer, path: str) -> None:

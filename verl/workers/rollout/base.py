@@ -21,6 +21,7 @@ Every non-tensor field of the prompts is repeated along with them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
 import torch
 
@@ -29,17 +30,26 @@ from verl.workers.rollout.sampling import SamplingSpec, position_ids_from_mask
 
 
 class BaseRollout(ABC):
+    """``dtype``: the dtype this rollout holds its weights in (the sync casts to it); ``name``: the
+    backend, for logs and tests."""
+
+    dtype: torch.dtype = torch.float32
+    name: str = "base"
+
     @abstractmethod
     def generate_sequences(self, prompts: DataProto) -> DataProto: ...
 
-    def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the actor's current (full) weights before generating."""
+    @abstractmethod
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load the actor's full weights, streamed as (HF name, full tensor) pairs; consume all of them
+        (the producer may run one collective per tensor) and keep no reference to any."""
 
     def sleep(self) -> None:
         """Free generation memory after a rollout (vLLM); no-op by default."""
 
-    def wake_up(self) -> None:
-        """Re-acquire generation memory before a rollout (vLLM); no-op by default."""
+    def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        """Re-acquire generation memory before a rollout (vLLM: ``("weights",)`` before a weight sync,
+        then the rest); no-op by default."""
 
 
 def assemble_output(

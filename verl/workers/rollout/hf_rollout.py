@@ -1,10 +1,13 @@
 """HF rollout: a full (unsharded) copy of the policy that generates with a KV-cached sampling loop.
 
-Before each rollout the worker gathers the FSDP actor's full parameters and loads them here
-(``sync_weights``), the same contract as the vLLM backend's weight sync.
+When the actor's weights changed, the worker streams them in (``load_weights``, see
+``workers/weight_sync.py``): each full tensor is copied into this model's own parameter in place, so a
+sync allocates no second copy of the model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -16,6 +19,8 @@ from verl.workers.rollout.sampling import sample
 
 
 class HFRollout(BaseRollout):
+    name = "hf"
+
     def __init__(self, model: nn.Module, tokenizer, config: RolloutConfig, rank: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -23,11 +28,28 @@ class HFRollout(BaseRollout):
         self.generator = torch.Generator(device=next(model.parameters()).device)
         self.generator.manual_seed(config.seed + 1000 * rank)
 
-    def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
-        missing = [k for k in missing if "rotary" not in k]
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy each (name, full tensor) into the parameter or buffer of that name, in place."""
+        targets = self.model.state_dict(keep_vars=True)  # tied weights appear under both names
+        loaded, unexpected = set(), []
+        for name, tensor in weights:  # drain the stream even past a bad name: it may be a collective
+            target = targets.get(name)
+            if target is None or target.shape != tensor.shape:
+                unexpected.append(f"{name} {tuple(tensor.shape)}")
+            else:
+                target.copy_(tensor)
+                loaded.add(name)
+            del tensor
+        missing = [k for k in targets if k not in loaded and "rotary" not in k]
         if missing or unexpected:
-            raise RuntimeError(f"rollout weight sync mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise RuntimeError(
+                f"rollout weight sync mismatch: missing {missing[:5]}, unexpected or misshaped {unexpected[:5]}"
+            )
 
     @torch.no_grad()
     def generate_sequences(self, prompts: DataProto) -> DataProto:

