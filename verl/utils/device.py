@@ -49,6 +49,13 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def memory_allocated() -> int:
+    """Bytes of accelerator memory held by tensors of this process (0 on CPU)."""
+    if get_device_name() == "cuda":
+        return torch.cuda.memory_allocated()
+    return 0
+
+
 def peak_memory_bytes() -> int:
     """Peak accelerator memory on GPU; peak resident set size of this process on CPU."""
     if get_device_name() == "cuda":

@@ -134,23 +134,30 @@ def load_sharded_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer 
 
 
 def move_module(model: nn.Module, device: torch.device | str) -> None:
-    """Manual offload: move parameters (and grads) between the accelerator and the CPU; no-op on CPU."""
-    if dev.get_device_name() == "cpu":
-        return
-    for param in model.parameters():  # works for FSDP2's DTensor shards too (their local tensor moves)
-        param.data = param.data.to(device, non_blocking=True)
-        if param.grad is not None:
-            param.grad = param.grad.to(device, non_blocking=True)
+    """Manual offload: move the parameters, gradients and buffers of ``model`` to ``device``.
+
+    On an FSDP2 module this is ``model.to(device)``: FSDP's ``_apply`` reshards, swaps each DTensor
+    parameter's *local shard* into the new storage (the same ``nn.Parameter`` objects, so the optimizer
+    keeps its references) and re-points FSDP's all-gather source at it, so the old storage has no owner
+    left and is freed. Assigning ``param.data`` instead changes only the DTensor wrapper and leaves the
+    shard (and the memory) where it was. Moving to where the module already is copies nothing.
+    """
+    model.to(device)
     dev.empty_cache()
 
 
 def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
-    if dev.get_device_name() == "cpu":
-        return
+    """Move the optimizer state (AdamW moments and step counters) to ``device``, then wait for the copies.
+
+    The copies are issued with ``non_blocking=True`` so they overlap; a device-to-host copy can return
+    before its data has landed, so this ends with ``dev.synchronize()`` (a no-op on CPU): whatever reads
+    the state next (``torch.save`` of a checkpoint, the next step) sees complete tensors.
+    """
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 state[key] = value.to(device, non_blocking=True)
+    dev.synchronize()
 
 
 def init_distributed() -> None:

@@ -1,0 +1,140 @@
+"""Where FSDP2 shards live: offload between phases, optimizer-state moves, on 2 gloo ranks.
+
+CPU training never leaves the CPU, so the moves are checked on the mechanism: a move to the ``meta``
+device (a real device change available without an accelerator) must carry every rank's *local shard*
+and gradient over while keeping the same ``nn.Parameter`` objects. The freed accelerator memory itself
+is checked by the GPU-only test at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.workers.two_ranks import run_on_ranks, run_on_two_ranks
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from verl.utils.models import save_tiny_model_dir
+
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", model_type="llama")
+
+
+def sharded_tiny(model_path: str, backward: bool = True):
+    """The tiny model, FSDP2-sharded over the current group, with gradients from one backward pass."""
+    from verl.workers import fsdp_utils
+    from verl.workers.config import FSDPConfig, ModelConfig
+
+    model = fsdp_utils.load_causal_lm(model_path, ModelConfig(model_path=model_path), torch.float32)
+    model = fsdp_utils.fsdp_shard(model, FSDPConfig(), mixed_precision=False)
+    if backward:
+        ids = torch.arange(4, 12).reshape(2, 4)
+        model(input_ids=ids, labels=ids).loss.backward()
+    return model
+
+
+def _move_to_meta_and_back(rank: int, model_path: str) -> dict:
+    from verl.workers import fsdp_utils
+
+    model = sharded_tiny(model_path)
+    params = list(model.parameters())
+    local_bytes = sum(p.to_local().numel() * p.element_size() for p in params)
+    storages = [p.to_local().untyped_storage().data_ptr() for p in params]
+    fsdp_utils.move_module(model, "cpu")  # already there: no copy
+    same_storage = storages == [p.to_local().untyped_storage().data_ptr() for p in model.parameters()]
+    fsdp_utils.move_module(model, "meta")
+    moved = list(model.parameters())
+    return {
+        "same_objects": all(a is b for a, b in zip(params, moved)) and len(params) == len(moved),
+        "same_storage_when_already_there": same_storage,
+        "shards_on_meta": all(p.to_local().is_meta for p in moved),
+        "grads_on_meta": all(p.grad is not None and p.grad.to_local().is_meta for p in moved),
+        "local_bytes": (local_bytes, sum(p.to_local().numel() * p.element_size() for p in moved)),
+    }
+
+
+def test_move_module_moves_each_ranks_local_shard_and_grad(tiny_llama):
+    """Offload moves the DTensor's local shard (old code: a no-op on CPU; ``param.data =`` raises for meta)."""
+    for result in run_on_two_ranks(_move_to_meta_and_back, tiny_llama):
+        assert result["same_objects"], "the optimizer would lose its parameters"
+        assert result["same_storage_when_already_there"], "a move to the current device must not copy"
+        assert result["shards_on_meta"] and result["grads_on_meta"], result
+        before, after = result["local_bytes"]
+        assert before == after > 0
+
+
+def _optimizer_move(rank: int, model_path: str) -> dict:
+    from verl.utils import device as dev
+    from verl.workers import fsdp_utils
+
+    events: list[str] = []
+    real_to = torch.Tensor.to
+    dev.synchronize = lambda: events.append("sync")
+
+    model = sharded_tiny(model_path)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer.step()
+    torch.Tensor.to = lambda self, *a, **k: (events.append("copy"), real_to(self, *a, **k))[1]
+    try:
+        fsdp_utils.move_optimizer(optimizer, "meta")
+    finally:
+        torch.Tensor.to = real_to
+    states = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return {"events": events, "all_on_meta": bool(states) and all(v.is_meta for v in states)}
+
+
+def test_move_optimizer_moves_the_state_and_waits_for_the_copies(tiny_llama):
+    """Optimizer offload moves every state tensor, then synchronizes once, after the last copy."""
+    for result in run_on_two_ranks(_optimizer_move, tiny_llama):
+        assert result["all_on_meta"]
+        events = result["events"]
+        assert events.count("sync") == 1 and events[-1] == "sync" and "copy" in events, events
+
+
+def _offload_on_device(rank: int, model_path: str) -> dict:
+    from verl.utils import device as dev
+    from verl.workers import fsdp_utils
+
+    model = sharded_tiny(model_path)
+    ids = torch.arange(4, 12, device=dev.get_torch_device()).reshape(2, 4)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.cpu()
+    held = sum(p.to_local().numel() * p.element_size() for p in model.parameters()) * 2  # + grads
+    before = dev.memory_allocated()
+    fsdp_utils.move_module(model, "cpu")
+    after = dev.memory_allocated()
+    on_host = all(p.to_local().device.type == "cpu" for p in model.parameters())
+    fsdp_utils.move_module(model, dev.get_torch_device())
+    with torch.no_grad():
+        again = model(input_ids=ids).logits.cpu()
+    return {"freed": before - after, "held": held, "on_host": on_host, "same_logits": torch.equal(logits, again)}
+
+
+@pytest.mark.gpu
+def test_offload_frees_accelerator_memory_and_reload_restores_the_model(tiny_llama):
+    """GPU only: only there does an offload free device memory (CPU training never leaves the host)."""
+    (result,) = run_on_ranks(_offload_on_device, tiny_llama, world_size=1, device="accelerator")
+    assert result["on_host"] and result["same_logits"], result
+    assert result["freed"] >= 0.9 * result["held"], result
+
+
+def test_offloaded_actor_trains_like_a_resident_one(tiny_llama):
+    """offload_params + offload_optimizer route every phase through move_module/move_optimizer; same numbers."""
+    from tests.workers.test_fsdp_worker import fixed_batch, worker_config
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    states = []
+    for offload in (False, True):
+        cfg = worker_config(tiny_llama)
+        cfg.actor.offload.offload_params = cfg.actor.offload.offload_optimizer = offload
+        group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor"))
+        group.init_model()
+        batch = fixed_batch(seed=11)
+        batch.batch["old_log_probs"] = group.compute_log_prob(batch).batch["old_log_probs"]
+        for _ in range(2):
+            group.update_actor(batch)
+        states.append(group.full_state_dict()[0])
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key
