@@ -31,7 +31,12 @@ def get_torch_device() -> torch.device:
 
 
 def get_dist_backend() -> str:
-    return "nccl" if get_device_name() == "cuda" else "gloo"
+    """gloo on CPU; on GPU NCCL for device tensors plus gloo for host tensors in the same group.
+
+    The gloo half serves collectives on host memory: CPU-offloaded gradients and shards
+    (``fsdp.cpu_offload``), object lists, a rank-0 broadcast of host tensors.
+    """
+    return "cpu:gloo,cuda:nccl" if get_device_name() == "cuda" else "gloo"
 
 
 def set_device() -> None:

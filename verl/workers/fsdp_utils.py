@@ -29,25 +29,52 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_causal_lm(model_path: str, config: ModelConfig, dtype: torch.dtype, value_head: bool = False) -> nn.Module:
-    """Load an HF causal LM on the CPU (FSDP moves each rank's shard to the device afterwards)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+def load_causal_lm(
+    model_path: str, config: ModelConfig, dtype: torch.dtype, value_head: bool = False, empty: bool = False
+) -> nn.Module:
+    """Load an HF causal LM (or a 1-label token classifier when ``value_head``) on the CPU in ``dtype``.
+
+    ``empty=True`` builds the same module from ``config.json`` on the meta device instead: no weight
+    file is read and no memory is taken; :func:`broadcast_from_rank0` fills it after sharding.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     path = resolve_model_path(model_path)
     if not path:
         raise ValueError("model path is empty: set worker.actor.model.model_path")
-    kwargs: dict[str, Any] = dict(
-        dtype=dtype, trust_remote_code=config.trust_remote_code, attn_implementation=config.attn_implementation
-    )
+    auto = AutoModelForTokenClassification if value_head else AutoModelForCausalLM
+    extra: dict[str, Any] = {"num_labels": 1} if value_head else {}
+    kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=config.attn_implementation)
     try:
-        if value_head:
-            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+        if empty:
+            hf_config = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code, **extra)
+            with torch.device("meta"):
+                model = auto.from_config(hf_config, trust_remote_code=config.trust_remote_code, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = auto.from_pretrained(path, trust_remote_code=config.trust_remote_code, **extra, **kwargs)
     except OSError as e:
         raise ValueError(f"cannot load model {model_path!r} (resolved to {path!r}): {e}") from e
     model.config.use_cache = False
     return model
+
+
+def broadcast_from_rank0(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Fill an FSDP2-sharded ``model`` on every rank from rank 0's full ``state`` (other ranks pass ``{}``).
+
+    Ranks other than 0 built ``model`` with ``load_causal_lm(empty=True)``: ``to_empty`` gives their
+    shards storage on the device while keeping each ``nn.Parameter`` object, so tied weights
+    (``lm_head`` = ``embed_tokens``) stay one parameter. ``set_model_state_dict`` then broadcasts one
+    full tensor at a time and each rank keeps its own slice (extra memory: one full tensor). Buffers
+    that no state dict holds (rotary ``inv_freq``) are broadcast from rank 0 as well. Collective.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if dist.get_rank() != 0:
+        model.to_empty(device=dev.get_torch_device())  # with CPUOffloadPolicy FSDP re-homes shards to the host
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, state if dist.get_rank() == 0 else {}, options=options)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:

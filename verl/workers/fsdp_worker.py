@@ -72,14 +72,19 @@ class FSDPWorker(Worker):
     def _build_sharded(self, model_path: str, model_cfg, fsdp_cfg, trainable: bool, value_head: bool = False):
         mixed = self.on_gpu and fsdp_cfg.mixed_precision
         dtype = torch.float32 if (trainable or not self.on_gpu) else dev.default_dtype(model_cfg.dtype)
-        module = fsdp_utils.load_causal_lm(model_path, model_cfg, dtype, value_head=value_head)
+        # rank 0 reads the weights; the others build on the meta device and receive them by broadcast
+        module = fsdp_utils.load_causal_lm(model_path, model_cfg, dtype, value_head=value_head, empty=self.rank > 0)
         if trainable and model_cfg.lora.rank > 0 and not value_head:
-            module = fsdp_utils.apply_lora(module, model_cfg.lora)
+            module = fsdp_utils.apply_lora(module, model_cfg.lora)  # rank 0's adapter init reaches all ranks
         if trainable and model_cfg.enable_gradient_checkpointing:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
             module.requires_grad_(False)
-        return fsdp_utils.fsdp_shard(module, fsdp_cfg, mixed_precision=mixed and trainable)
+        full_state = module.state_dict() if self.rank == 0 and self.world_size > 1 else {}
+        module = fsdp_utils.fsdp_shard(module, fsdp_cfg, mixed_precision=mixed and trainable)
+        if self.world_size > 1:
+            fsdp_utils.broadcast_from_rank0(module, full_state)
+        return module
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
