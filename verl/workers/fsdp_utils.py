@@ -217,28 +217,3 @@ def merged_lora_state_dict(peft_model: nn.Module, state: dict[str, torch.Tensor]
             name = name.replace(".base_layer.", ".")
         merged[name] = value
     return merged
-
-
-def save_hf_folder(model_cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer, path: str) -> None:
-    """Write ``state`` as a plain HF model folder (config, safetensors, tokenizer), atomically."""
-    import shutil
-    import tempfile
-
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    source = resolve_model_path(model_cfg.model_path)
-    config = AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict({k: v.float().cpu() for k, v in state.items()}, strict=False)
-    if unexpected or [k for k in missing if "rotary" not in k and k != "lm_head.weight"]:
-        raise RuntimeError(
-            f"export: state dict does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    target = os.path.abspath(path)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(target))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if os.path.exists(target):
-        shutil.rmtree(target)
-    os.replace(tmp, target)

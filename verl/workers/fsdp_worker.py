@@ -30,7 +30,7 @@ from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Worker, register
 from verl.utils import device as dev
 from verl.utils.lr_scheduler import build_lr_scheduler, resolve_warmup_steps
-from verl.workers import fsdp_utils
+from verl.workers import fsdp_utils, hf_export
 from verl.workers.actor.dp_actor import DataParallelActor
 from verl.workers.config import WorkerConfig
 from verl.workers.critic import DataParallelCritic
@@ -259,8 +259,12 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str) -> None:
-        """Write the full actor (LoRA merged) as a plain HF folder that ``from_pretrained`` loads."""
-        state = self._rollout_state_dict() if self.actor_module is not None else None
-        if self.rank == 0 and state is not None:
-            fsdp_utils.save_hf_folder(self.config.actor.model, state, self.tokenizer, path)
+        """Write the full actor (LoRA merged) as a plain HF folder, in the model's dtype (``model.dtype``)."""
+        if self.actor_module is not None:
+            dtype = dev.default_dtype(self.config.actor.model.dtype)
+            with self._actor_on_device():
+                state = hf_export.gather_full_state(self.actor_module, dtype)  # rank 0 only; one tensor at a time
+            if self.rank == 0:
+                hf_export.save_hf_folder(self.config.actor.model, state, self.tokenizer, path, dtype)
+            del state
         dist.barrier()
