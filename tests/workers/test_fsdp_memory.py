@@ -21,15 +21,16 @@ def tiny_llama(tmp_path_factory):
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", model_type="llama")
 
 
-def sharded_tiny(model_path: str, backward: bool = True):
+def sharded_tiny(model_path: str, backward: bool = True, cpu_offload: bool = False):
     """The tiny model, FSDP2-sharded over the current group, with gradients from one backward pass."""
+    from verl.utils import device as dev
     from verl.workers import fsdp_utils
     from verl.workers.config import FSDPConfig, ModelConfig
 
     model = fsdp_utils.load_causal_lm(model_path, ModelConfig(model_path=model_path), torch.float32)
-    model = fsdp_utils.fsdp_shard(model, FSDPConfig(), mixed_precision=False)
+    model = fsdp_utils.fsdp_shard(model, FSDPConfig(cpu_offload=cpu_offload), mixed_precision=False)
     if backward:
-        ids = torch.arange(4, 12).reshape(2, 4)
+        ids = torch.arange(4, 12, device=dev.get_torch_device()).reshape(2, 4)
         model(input_ids=ids, labels=ids).loss.backward()
     return model
 
@@ -109,6 +110,63 @@ def _offload_on_device(rank: int, model_path: str) -> dict:
     with torch.no_grad():
         again = model(input_ids=ids).logits.cpu()
     return {"freed": before - after, "held": held, "on_host": on_host, "same_logits": torch.equal(logits, again)}
+
+
+def _clip(rank: int, model_path: str, cpu_offload: bool) -> dict:
+    import torch.distributed as dist
+
+    from verl.utils import device as dev
+    from verl.workers.actor.dp_actor import clip_and_step
+
+    model = sharded_tiny(model_path, cpu_offload=cpu_offload)
+    params = list(model.parameters())
+    grads = [p.grad.full_tensor().cpu() for p in params]
+    weights = [p.full_tensor().cpu() for p in params]
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    calls, real_all_reduce = [], dist.all_reduce
+
+    def spy(tensor, *args, **kwargs):
+        calls.append((str(tensor.device), tensor.numel()))
+        return real_all_reduce(tensor, *args, **kwargs)
+
+    grads_on = {str(p.grad.to_local().device) for p in params}
+    dist.all_reduce = spy
+    try:
+        returned, finite = clip_and_step(model, torch.optim.SGD(params, lr=1.0), max_grad_norm=norm / 4)
+    finally:
+        dist.all_reduce = real_all_reduce
+    steps = [w - p.full_tensor().cpu() for w, p in zip(weights, model.parameters())]  # lr 1: the clipped grads
+    scaled = all(torch.allclose(s, g / 4, rtol=1e-4, atol=1e-7) for s, g in zip(steps, grads))
+    return dict(
+        norm=norm,
+        returned=returned,
+        finite=finite,
+        scaled=scaled,
+        calls=calls,
+        grads_on=grads_on,
+        device=str(dev.get_torch_device()),
+    )
+
+
+def test_grad_clip_is_one_scalar_all_reduce_on_the_backends_device(tiny_llama):
+    """Clipping sums local shards' squares and all-reduces one scalar on the rank's device (NCCL can't take
+    host tensors: with fsdp.cpu_offload the grads live on the host). Old code: per-DTensor reductions instead."""
+    for result in run_on_two_ranks(_clip, tiny_llama, False):
+        assert result["finite"] and result["returned"] == pytest.approx(result["norm"], rel=1e-5), result
+        assert result["scaled"], "the applied update must be the gradient scaled to max_grad_norm"
+        assert result["calls"] == [(result["device"], 1)], result["calls"]
+
+
+@pytest.mark.gpu
+def test_grad_clip_with_cpu_offloaded_grads(tiny_llama):
+    """GPU only: with fsdp.cpu_offload the grads sit on the host while the backend is NCCL."""
+    from verl.utils import device as dev
+
+    world = min(2, dev.device_count())
+    for result in run_on_ranks(_clip, tiny_llama, True, world_size=world, device="accelerator"):
+        assert result["grads_on"] == {"cpu"}, result
+        assert result["finite"] and result["returned"] == pytest.approx(result["norm"], rel=1e-5), result
+        assert result["scaled"] and result["calls"] == [(result["device"], 1)] * (world > 1), result
 
 
 @pytest.mark.gpu

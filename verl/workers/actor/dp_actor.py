@@ -43,14 +43,52 @@ def response_logits(module: nn.Module, batch: dict[str, torch.Tensor], temperatu
     return logits.float() / temperature if temperature > 0 else logits.float()
 
 
+def _by_device(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+    for tensor in tensors:
+        groups[tensor.device].append(tensor)
+    return list(groups.values())
+
+
+def _squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of squares of ``tensors`` (float64), computed where they live, as a scalar on this rank's device."""
+    total = torch.zeros((), dtype=torch.float64, device=get_torch_device())
+    for group in _by_device(tensors):
+        total += torch.stack(torch._foreach_norm(group)).double().pow(2).sum().to(total.device)
+    return total
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Global L2 norm of the gradients (FSDP2 shards of every rank); scale them to ``max_norm`` if above.
+
+    Each rank squares and sums its *local* gradient shards where they live (the host under
+    ``fsdp.cpu_offload``), moves that one float64 scalar to its own device and all-reduces it there,
+    so the collective always gets a tensor its backend serves (NCCL needs device tensors); the
+    per-parameter DTensor reductions of ``torch.nn.utils.clip_grad_norm_`` are avoided. Non-DTensor
+    gradients are replicated and counted once. Returns the norm before clipping (may be inf/nan).
+    """
+    from torch.distributed.tensor import DTensor
+
+    params = list(parameters)
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = [g.to_local() for g in grads if isinstance(g, DTensor)]
+    replicated = [g for g in grads if not isinstance(g, DTensor)]
+    squared = _squared_norm(sharded)
+    if any(isinstance(p, DTensor) for p in params) and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(squared, op=dist.ReduceOp.SUM)  # every rank holds the same parameters: all join
+    total = float((squared + _squared_norm(replicated)).sqrt())
+    coef = max_norm / (total + 1e-6)
+    if math.isfinite(total) and coef < 1.0:
+        for group in _by_device(sharded + replicated):
+            torch._foreach_mul_(group, coef)  # the local shards share storage with the gradients
+    return total
+
+
 def clip_and_step(
     module: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler=None
 ) -> tuple[float, bool]:
     """Clip the gradient norm; step unless it is non-finite (then skip and zero the grads)."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm=max_grad_norm)
-    if hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
-    grad_norm = float(grad_norm)
+    grad_norm = clip_grad_norm(module.parameters(), max_grad_norm)
     finite = math.isfinite(grad_norm)
     if finite:
         optimizer.step()
