@@ -42,7 +42,14 @@ def _build_actor(rank: int, model_path: str, lora_rank: int) -> dict:
     base = module.get_base_model() if lora_rank else module
     with torch.no_grad():
         logits = module(input_ids=IDS).logits
+    critic_state = {}
+    if lora_rank == 0:  # the critic's value model (a token classifier with a fresh score head) loads the same way
+        cfg.critic.model.model_path = model_path
+        critic = FSDPWorker(cfg, "critic")
+        critic.init_model()
+        critic_state = {k: v.detach().clone() for k, v in fsdp_utils.full_state_dict(critic.critic.module).items()}
     return {
+        "critic": critic_state,
         "opened": opened,
         "tied": base.lm_head.weight is base.model.embed_tokens.weight,
         "state": {k: v.detach().clone() for k, v in fsdp_utils.full_state_dict(module).items()},
@@ -67,7 +74,11 @@ def test_only_rank0_reads_the_weights_and_both_ranks_end_equal(tiny_llama, lora_
         plain = key.replace("base_model.model.", "").replace(".base_layer.", ".")
         if plain in files:
             assert torch.equal(value, files[plain]), key
-    assert lora_rank == 0 or any(".lora_A." in key for key in state)  # the adapter init reached rank 1 too
+    assert lora_rank == 0 or any(".lora_A." in key for key in state)
+    assert rank0["critic"].keys() == rank1["critic"].keys() and (lora_rank > 0 or "score.weight" in rank0["critic"])
+    for key, value in rank0["critic"].items():  # including the score head rank 0 initialised
+        assert torch.equal(value, rank1["critic"][key]), key
+        assert key not in files or torch.equal(value, files[key]), key  # the adapter init reached rank 1 too
     for name, buffer in rank0["buffers"].items():  # rotary inv_freq is in no state dict
         assert torch.equal(buffer, rank1["buffers"][name]), name
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
