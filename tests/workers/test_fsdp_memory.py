@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.workers.two_ranks import run_on_ranks, run_on_two_ranks
+from verl.utils.device import is_gpu_available
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def sharded_tiny(model_path: str, backward: bool = True, cpu_offload: bool = Fal
     return model
 
 
-def _move_to_meta_and_back(rank: int, model_path: str) -> dict:
+def _move_to_meta(rank: int, model_path: str) -> dict:
     from verl.workers import fsdp_utils
 
     model = sharded_tiny(model_path)
@@ -55,9 +56,9 @@ def _move_to_meta_and_back(rank: int, model_path: str) -> dict:
     }
 
 
-def test_move_module_moves_each_ranks_local_shard_and_grad(tiny_llama):
+def test_move_module_moves_each_ranks_local_shard_and_grad(two_rank_checks):
     """Offload moves the DTensor's local shard (old code: a no-op on CPU; ``param.data =`` raises for meta)."""
-    for result in run_on_two_ranks(_move_to_meta_and_back, tiny_llama):
+    for result in (r["move"] for r in two_rank_checks):
         assert result["same_objects"], "the optimizer would lose its parameters"
         assert result["same_storage_when_already_there"], "a move to the current device must not copy"
         assert result["shards_on_meta"] and result["grads_on_meta"], result
@@ -70,24 +71,23 @@ def _optimizer_move(rank: int, model_path: str) -> dict:
     from verl.workers import fsdp_utils
 
     events: list[str] = []
-    real_to = torch.Tensor.to
-    dev.synchronize = lambda: events.append("sync")
-
+    real_to, real_sync = torch.Tensor.to, dev.synchronize
     model = sharded_tiny(model_path)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     optimizer.step()
+    dev.synchronize = lambda: events.append("sync")
     torch.Tensor.to = lambda self, *a, **k: (events.append("copy"), real_to(self, *a, **k))[1]
     try:
         fsdp_utils.move_optimizer(optimizer, "meta")
     finally:
-        torch.Tensor.to = real_to
+        torch.Tensor.to, dev.synchronize = real_to, real_sync
     states = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return {"events": events, "all_on_meta": bool(states) and all(v.is_meta for v in states)}
 
 
-def test_move_optimizer_moves_the_state_and_waits_for_the_copies(tiny_llama):
+def test_move_optimizer_moves_the_state_and_waits_for_the_copies(two_rank_checks):
     """Optimizer offload moves every state tensor, then synchronizes once, after the last copy."""
-    for result in run_on_two_ranks(_optimizer_move, tiny_llama):
+    for result in (r["optimizer"] for r in two_rank_checks):
         assert result["all_on_meta"]
         events = result["events"]
         assert events.count("sync") == 1 and events[-1] == "sync" and "copy" in events, events
@@ -148,16 +148,31 @@ def _clip(rank: int, model_path: str, cpu_offload: bool) -> dict:
     )
 
 
-def test_grad_clip_is_one_scalar_all_reduce_on_the_backends_device(tiny_llama):
+def test_grad_clip_is_one_scalar_all_reduce_on_the_backends_device(two_rank_checks):
     """Clipping sums local shards' squares and all-reduces one scalar on the rank's device (NCCL can't take
     host tensors: with fsdp.cpu_offload the grads live on the host). Old code: per-DTensor reductions instead."""
-    for result in run_on_two_ranks(_clip, tiny_llama, False):
+    for result in (r["clip"] for r in two_rank_checks):
         assert result["finite"] and result["returned"] == pytest.approx(result["norm"], rel=1e-5), result
         assert result["scaled"], "the applied update must be the gradient scaled to max_grad_norm"
         assert result["calls"] == [(result["device"], 1)], result["calls"]
 
 
+def _cpu_checks(rank: int, model_path: str) -> dict:
+    """Every CPU check of this file in one 2-rank run (each process start costs ~15 s)."""
+    return {
+        "move": _move_to_meta(rank, model_path),
+        "optimizer": _optimizer_move(rank, model_path),
+        "clip": _clip(rank, model_path, cpu_offload=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def two_rank_checks(tiny_llama) -> list[dict]:
+    return run_on_two_ranks(_cpu_checks, tiny_llama)
+
+
 @pytest.mark.gpu
+@pytest.mark.skipif(not is_gpu_available(), reason="only a GPU run has host-resident grads under an NCCL backend")
 def test_grad_clip_with_cpu_offloaded_grads(tiny_llama):
     """GPU only: with fsdp.cpu_offload the grads sit on the host while the backend is NCCL."""
     from verl.utils import device as dev
@@ -170,6 +185,7 @@ def test_grad_clip_with_cpu_offloaded_grads(tiny_llama):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not is_gpu_available(), reason="only a GPU shows offload freeing device memory")
 def test_offload_frees_accelerator_memory_and_reload_restores_the_model(tiny_llama):
     """GPU only: only there does an offload free device memory (CPU training never leaves the host)."""
     (result,) = run_on_ranks(_offload_on_device, tiny_llama, world_size=1, device="accelerator")
