@@ -212,3 +212,25 @@ def test_offloaded_actor_trains_like_a_resident_one(tiny_llama):
         states.append(group.full_state_dict()[0])
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
+
+
+def test_grad_clip_on_one_rank_is_bit_identical_to_torch(tiny_llama):
+    """On one rank the clipping follows torch.nn.utils.clip_grad_norm_ exactly (training curves don't move)."""
+    from tests.workers.test_fsdp_worker import worker_config
+    from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
+    from verl.workers.actor.dp_actor import clip_grad_norm
+    from verl.workers.fsdp_worker import FSDPWorker
+
+    group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, worker_config(tiny_llama), "actor"))
+    group.init_model()
+    model = group.workers[0].actor_module
+    ids = torch.arange(4, 40).reshape(4, 9)
+    model(input_ids=ids, labels=ids).loss.backward()
+    params = list(model.parameters())
+    grads = [p.grad.to_local().clone() for p in params]
+    expected = torch.nn.utils.clip_grad_norm_(params, max_norm=0.5).full_tensor()
+    clipped = [p.grad.to_local().clone() for p in params]
+    for param, grad in zip(params, grads):
+        param.grad.to_local().copy_(grad)
+    assert clip_grad_norm(params, max_norm=0.5) == float(expected) > 0.5
+    assert all(torch.equal(p.grad.to_local(), c) for p, c in zip(params, clipped))
