@@ -149,8 +149,8 @@ def _clip(rank: int, model_path: str, cpu_offload: bool) -> dict:
 
 
 def test_grad_clip_is_one_scalar_all_reduce_on_the_backends_device(two_rank_checks):
-    """Clipping sums local shards' squares and all-reduces one scalar on the rank's device (NCCL can't take
-    host tensors: with fsdp.cpu_offload the grads live on the host). Old code: per-DTensor reductions instead."""
+    """Clipping all-reduces one scalar (the squared local-shard norm) on the rank's device: NCCL can't take host
+    tensors, and with fsdp.cpu_offload the grads live on the host. Old code: per-DTensor reductions instead."""
     for result in (r["clip"] for r in two_rank_checks):
         assert result["finite"] and result["returned"] == pytest.approx(result["norm"], rel=1e-5), result
         assert result["scaled"], "the applied update must be the gradient scaled to max_grad_norm"
