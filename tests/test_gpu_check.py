@@ -94,14 +94,14 @@ def test_a_broken_weight_sync_makes_the_log_prob_check_fail(gpu_check, monkeypat
     """The rollout's copy is perturbed after each sync: its log-probs no longer match the actor's."""
     from verl.workers.rollout.hf_rollout import HFRollout
 
-    original = HFRollout.sync_weights
+    original = HFRollout.load_weights
 
-    def corrupted(self, state_dict):
-        original(self, state_dict)
+    def corrupted(self, weights):
+        original(self, weights)
         with torch.no_grad():
             self.model.get_output_embeddings().weight.mul_(3.0)
 
-    monkeypatch.setattr(HFRollout, "sync_weights", corrupted)
+    monkeypatch.setattr(HFRollout, "load_weights", corrupted)
     message, out = run_selftest(gpu_check, monkeypatch, capsys, "--steps", "1")
     assert message.startswith("gpu_check FAILED: log-prob mean |diff|")
     assert "(fp32)" in message

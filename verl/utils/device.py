@@ -30,8 +30,18 @@ def get_torch_device() -> torch.device:
     return torch.device(name, int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
 
 
+def device_count() -> int:
+    """Accelerators visible to this process (0 on CPU)."""
+    return torch.cuda.device_count() if get_device_name() == "cuda" else 0
+
+
 def get_dist_backend() -> str:
-    return "nccl" if get_device_name() == "cuda" else "gloo"
+    """gloo on CPU; on GPU NCCL for device tensors plus gloo for host tensors in the same group.
+
+    The gloo half serves collectives on host memory: CPU-offloaded gradients and shards
+    (``fsdp.cpu_offload``), object lists, a rank-0 broadcast of host tensors.
+    """
+    return "cpu:gloo,cuda:nccl" if get_device_name() == "cuda" else "gloo"
 
 
 def set_device() -> None:
@@ -47,6 +57,13 @@ def empty_cache() -> None:
 def synchronize() -> None:
     if get_device_name() == "cuda":
         torch.cuda.synchronize()
+
+
+def memory_allocated() -> int:
+    """Bytes of accelerator memory held by tensors of this process (0 on CPU)."""
+    if get_device_name() == "cuda":
+        return torch.cuda.memory_allocated()
+    return 0
 
 
 def peak_memory_bytes() -> int:

@@ -29,21 +29,29 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_causal_lm(model_path: str, config: ModelConfig, dtype: torch.dtype, value_head: bool = False) -> nn.Module:
-    """Load an HF causal LM on the CPU (FSDP moves each rank's shard to the device afterwards)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+def load_causal_lm(
+    model_path: str, config: ModelConfig, dtype: torch.dtype, value_head: bool = False, empty: bool = False
+) -> nn.Module:
+    """Load an HF causal LM (or a 1-label token classifier when ``value_head``) on the CPU in ``dtype``.
+
+    ``empty=True`` builds the same module from ``config.json`` on the meta device instead: no weight
+    file is read and no memory is taken; :func:`broadcast_from_rank0` fills it after sharding.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     path = resolve_model_path(model_path)
     if not path:
         raise ValueError("model path is empty: set worker.actor.model.model_path")
-    kwargs: dict[str, Any] = dict(
-        dtype=dtype, trust_remote_code=config.trust_remote_code, attn_implementation=config.attn_implementation
-    )
+    auto = AutoModelForTokenClassification if value_head else AutoModelForCausalLM
+    extra: dict[str, Any] = {"num_labels": 1} if value_head else {}
+    kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=config.attn_implementation)
     try:
-        if value_head:
-            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+        if empty:
+            hf_config = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code, **extra)
+            with torch.device("meta"):
+                model = auto.from_config(hf_config, trust_remote_code=config.trust_remote_code, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = auto.from_pretrained(path, trust_remote_code=config.trust_remote_code, **extra, **kwargs)
     except OSError as e:
         raise ValueError(f"cannot load model {model_path!r} (resolved to {path!r}): {e}") from e
     model.config.use_cache = False
@@ -58,6 +66,25 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(module, nn.Dropout):
             module.p = 0.0
     model.config.classifier_dropout = 0.0
+
+
+def broadcast_from_rank0(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Fill an FSDP2-sharded ``model`` on every rank from rank 0's full ``state`` (other ranks pass ``{}``).
+
+    Ranks other than 0 built ``model`` with ``load_causal_lm(empty=True)``: ``to_empty`` gives their
+    shards storage on the device while keeping each ``nn.Parameter`` object, so tied weights
+    (``lm_head`` = ``embed_tokens``) stay one parameter. ``set_model_state_dict`` then broadcasts one
+    full tensor at a time and each rank keeps its own slice (extra memory: one full tensor). Buffers
+    that no state dict holds (rotary ``inv_freq``) are broadcast from rank 0 as well. Collective.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if dist.get_rank() != 0:
+        model.to_empty(device=dev.get_torch_device())  # with CPUOffloadPolicy FSDP re-homes shards to the host
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, state if dist.get_rank() == 0 else {}, options=options)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
@@ -147,23 +174,30 @@ def load_sharded_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer 
 
 
 def move_module(model: nn.Module, device: torch.device | str) -> None:
-    """Manual offload: move parameters (and grads) between the accelerator and the CPU; no-op on CPU."""
-    if dev.get_device_name() == "cpu":
-        return
-    for param in model.parameters():  # works for FSDP2's DTensor shards too (their local tensor moves)
-        param.data = param.data.to(device, non_blocking=True)
-        if param.grad is not None:
-            param.grad = param.grad.to(device, non_blocking=True)
+    """Manual offload: move the parameters, gradients and buffers of ``model`` to ``device``.
+
+    On an FSDP2 module this is ``model.to(device)``: FSDP's ``_apply`` reshards, swaps each DTensor
+    parameter's *local shard* into the new storage (the same ``nn.Parameter`` objects, so the optimizer
+    keeps its references) and re-points FSDP's all-gather source at it, so the old storage has no owner
+    left and is freed. Assigning ``param.data`` instead changes only the DTensor wrapper and leaves the
+    shard (and the memory) where it was. Moving to where the module already is copies nothing.
+    """
+    model.to(device)
     dev.empty_cache()
 
 
 def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
-    if dev.get_device_name() == "cpu":
-        return
+    """Move the optimizer state (AdamW moments and step counters) to ``device``, then wait for the copies.
+
+    The copies are issued with ``non_blocking=True`` so they overlap; a device-to-host copy can return
+    before its data has landed, so this ends with ``dev.synchronize()`` (a no-op on CPU): whatever reads
+    the state next (``torch.save`` of a checkpoint, the next step) sees complete tensors.
+    """
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 state[key] = value.to(device, non_blocking=True)
+    dev.synchronize()
 
 
 def init_distributed() -> None:
@@ -185,28 +219,3 @@ def merged_lora_state_dict(peft_model: nn.Module, state: dict[str, torch.Tensor]
     from verl.workers.weight_sync import lora_scaling, merged_lora_items
 
     return dict(merged_lora_items(state, lora_scaling(peft_model)))
-
-
-def save_hf_folder(model_cfg: ModelConfig, state: dict[str, torch.Tensor], tokenizer, path: str) -> None:
-    """Write ``state`` as a plain HF model folder (config, safetensors, tokenizer), atomically."""
-    import shutil
-    import tempfile
-
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    source = resolve_model_path(model_cfg.model_path)
-    config = AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict({k: v.float().cpu() for k, v in state.items()}, strict=False)
-    if unexpected or [k for k in missing if "rotary" not in k and k != "lm_head.weight"]:
-        raise RuntimeError(
-            f"export: state dict does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    target = os.path.abspath(path)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(target))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if os.path.exists(target):
-        shutil.rmtree(target)
-    os.replace(tmp, target)

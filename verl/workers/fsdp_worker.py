@@ -28,7 +28,7 @@ from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Worker, register
 from verl.utils import device as dev
 from verl.utils.lr_scheduler import build_lr_scheduler, resolve_warmup_steps
-from verl.workers import fsdp_utils, weight_sync
+from verl.workers import fsdp_utils, hf_export, weight_sync
 from verl.workers.actor.dp_actor import DataParallelActor
 from verl.workers.config import WorkerConfig
 from verl.workers.critic import DataParallelCritic
@@ -75,14 +75,19 @@ class FSDPWorker(Worker):
     def _build_sharded(self, model_path: str, model_cfg, fsdp_cfg, trainable: bool, value_head: bool = False):
         mixed = self.on_gpu and fsdp_cfg.mixed_precision
         dtype = torch.float32 if (trainable or not self.on_gpu) else dev.default_dtype(model_cfg.dtype)
-        module = fsdp_utils.load_causal_lm(model_path, model_cfg, dtype, value_head=value_head)
+        # rank 0 reads the weights; the others build on the meta device and receive them by broadcast
+        module = fsdp_utils.load_causal_lm(model_path, model_cfg, dtype, value_head=value_head, empty=self.rank > 0)
         if trainable and model_cfg.lora.rank > 0 and not value_head:
-            module = fsdp_utils.apply_lora(module, model_cfg.lora)
+            module = fsdp_utils.apply_lora(module, model_cfg.lora)  # rank 0's adapter init reaches all ranks
         if trainable and model_cfg.enable_gradient_checkpointing:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
             module.requires_grad_(False)
-        return fsdp_utils.fsdp_shard(module, fsdp_cfg, mixed_precision=mixed and trainable)
+        full_state = module.state_dict() if self.rank == 0 and self.world_size > 1 else {}
+        module = fsdp_utils.fsdp_shard(module, fsdp_cfg, mixed_precision=mixed and trainable)
+        if self.world_size > 1:
+            fsdp_utils.broadcast_from_rank0(module, full_state)
+        return module
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
@@ -293,8 +298,12 @@ class FSDPWorker(Worker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str) -> None:
-        """Write the full actor (LoRA merged) as a plain HF folder that ``from_pretrained`` loads."""
-        state = self._rollout_state_dict() if self.actor_module is not None else None
-        if self.rank == 0 and state is not None:
-            fsdp_utils.save_hf_folder(self.config.actor.model, state, self.tokenizer, path)
+        """Write the full actor (LoRA merged) as a plain HF folder, in the model's dtype (``model.dtype``)."""
+        if self.actor_module is not None:
+            dtype = dev.default_dtype(self.config.actor.model.dtype)
+            with self._actor_on_device():
+                state = hf_export.gather_full_state(self.actor_module, dtype)  # rank 0 only; one tensor at a time
+            if self.rank == 0:
+                hf_export.save_hf_folder(self.config.actor.model, state, self.tokenizer, path, dtype)
+            del state
         dist.barrier()

@@ -43,14 +43,54 @@ def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
     return out.logits[:, -response_length - 1 : -1, :]
 
 
+def _by_device(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+    for tensor in tensors:
+        groups[tensor.device].append(tensor)
+    return list(groups.values())
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of ``tensors`` as a scalar on this rank's device; per-tensor norms are computed where they live."""
+    device = get_torch_device()
+    norms = [norm.to(device) for group in _by_device(tensors) for norm in torch._foreach_norm(group)]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=device)
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Global L2 norm of the gradients (FSDP2 shards of every rank); scale them to ``max_norm`` if above.
+
+    Each rank takes the norm of its *local* gradient shards where they live (the host under
+    ``fsdp.cpu_offload``), moves that one scalar to its own device and all-reduces its square there,
+    so the collective always gets a tensor its backend serves (NCCL needs device tensors) instead of
+    the per-parameter DTensor reductions of ``torch.nn.utils.clip_grad_norm_``, whose arithmetic it
+    otherwise follows (on one rank the result is bit-identical). Non-DTensor gradients are replicated
+    and counted once. Returns the norm before clipping (inf/nan when a gradient is).
+    """
+    from torch.distributed.tensor import DTensor
+
+    params = list(parameters)
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = [g.to_local() for g in grads if isinstance(g, DTensor)]
+    replicated = [g for g in grads if not isinstance(g, DTensor)]
+    total = _norm(sharded)
+    if any(isinstance(p, DTensor) for p in params) and dist.is_initialized() and dist.get_world_size() > 1:
+        squared = total.pow(2)
+        dist.all_reduce(squared, op=dist.ReduceOp.SUM)  # every rank holds the same parameters: all join
+        total = squared.sqrt()
+    if replicated:
+        total = torch.linalg.vector_norm(torch.stack([total, _norm(replicated)])) if sharded else _norm(replicated)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for group in _by_device(sharded + replicated):  # the local shards share storage with the gradients
+        torch._foreach_mul_(group, coef.to(group[0].device))
+    return float(total)
+
+
 def clip_and_step(
     module: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler=None
 ) -> tuple[float, bool]:
     """Clip the gradient norm; step unless it is non-finite (then skip and zero the grads)."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm=max_grad_norm)
-    if hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
-    grad_norm = float(grad_norm)
+    grad_norm = clip_grad_norm(module.parameters(), max_grad_norm)
     finite = math.isfinite(grad_norm)
     if finite:
         optimizer.step()
