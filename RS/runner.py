@@ -294,9 +294,12 @@ def muse_data(args, profile: Profile, out: Path) -> tuple[Path, bool]:
 
 
 def forget_corpus(root: Path, out: Path) -> Path:
-    """The forget split's texts (``privleak/forget.json``) as ``{text}`` rows for the GA / NPO baselines."""
+    """The forget corpus for GA / NPO as ``{text}`` rows: ``train/forget.json`` (the embedded book), else the
+    forget split's texts of PrivLeak (``privleak/forget.json``, the part of the books a download has)."""
     from verl.utils.fileio import write_json_atomic
 
+    if (root / "train" / "forget.json").is_file():
+        return root / "train" / "forget.json"
     path = out / "data" / "muse_forget_corpus.json"
     if not path.is_file():
         texts = json.loads((root / "privleak" / "forget.json").read_text())

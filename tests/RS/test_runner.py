@@ -174,3 +174,22 @@ def test_a_run_killed_during_rebo_resumes_and_finishes(smoke_run, tiny_model_dir
     assert (rebo / "final" / "config.json").is_file()
     steps = [json.loads(line).get("step") for line in (rebo / "metrics.jsonl").read_text().splitlines()]
     assert 2 in steps
+
+
+# ----------------------------------------------------------------------------- end to end (MUSE, embedded book)
+def test_muse_smoke_run_teaches_the_embedded_book_and_writes_the_muse_table(tmp_path, tiny_model_dir):
+    argv = ["bash", str(REPO / "run_muse.sh"), "--model", f"tiny:{tiny_model_dir}", "--out", str(tmp_path), "--smoke"]
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[teach the book]" in done.stdout and (tmp_path / "data" / "muse_book" / "teach.json").is_file()
+    table = read_csv(tmp_path / "tables" / "muse_table.csv")
+    expected = {"before", "RS/epoch1", "RULE/rs1", "GA/lr1e-05_epochs2", "GA/lr3e-05_epochs2"}
+    assert set(table) == expected | {"NPO/lr1e-05_epochs2", "NPO/lr3e-05_epochs2"}
+    result = json.loads((tmp_path / "eval" / "rule_rs1" / "muse_books.json").read_text())
+    assert {"muse_verbmem", "muse_knowmem", "muse_privleak"} <= set(result["suites_run"])
+    for column, key, scale in [("VerbMem-f", "muse_verbmem_f", 100), ("PrivLeak", "muse_privleak", 1)]:
+        assert float(table["RULE/rs1"][column]) == pytest.approx(scale * result["metrics"][key], abs=1e-3)
+    before = json.loads((tmp_path / "eval" / "base" / "muse_books.json").read_text())
+    assert before["model"] == "base" and str(tmp_path / "teach") in done.stdout
+    assert (tmp_path / "tables" / "muse_pareto.png").stat().st_size > 0
