@@ -91,8 +91,26 @@ class Pipeline:
     out: Path
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    dry_run: bool = False
+    """Print every command instead of running it (and take its outputs as made)."""
     evaluated: dict[str, Path] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+
+    def _run(self, argv: Sequence[str], log: Path, stage: str) -> bool:
+        """Run a stage's command; False in a dry run (printed only), so the caller skips its output checks."""
+        if self.dry_run:
+            print(f"[{stage}] would run: {shlex.join(argv)}", flush=True)
+            return False
+        run_logged(argv, log, stage, self.env)
+        return True
+
+    def export_of(self, run_dir: Path) -> Path:
+        """The last epoch export of a finished RS-trainer run (a placeholder path in a dry run)."""
+        if (run_dir / "summary.json").is_file():
+            return last_epoch(run_dir)
+        if self.dry_run:
+            return run_dir / "epoch_LAST"
+        raise StageError(f"{run_dir} is not trained yet (no summary.json): run its stage first")
 
     def _skip(self, stage: str, why: str) -> None:
         print(f"[{stage}] complete, skipped ({why})", flush=True)
@@ -105,8 +123,7 @@ class Pipeline:
             return run_dir
         argv = [self.python, "-m", "RS.train", *overrides]
         argv += [f"trainer.output_dir={run_dir.parent}", f"trainer.experiment_name={run_dir.name}"]
-        run_logged(argv, run_dir / "stage.log", stage, self.env)
-        if not rs_done(run_dir, epochs):
+        if self._run(argv, run_dir / "stage.log", stage) and not rs_done(run_dir, epochs):
             raise StageError(f"stage {stage} ended without the exports of epochs {list(epochs)} in {run_dir}")
         return run_dir
 
@@ -117,8 +134,7 @@ class Pipeline:
             return run_dir / "final"
         argv = [self.python, "-m", "verl.trainer.main", *overrides, "trainer.export_hf=true"]
         argv += [f"trainer.output_dir={run_dir.parent}", f"trainer.experiment_name={run_dir.name}"]
-        run_logged(argv, run_dir / "stage.log", stage, self.env)
-        if not rebo_done(run_dir):
+        if self._run(argv, run_dir / "stage.log", stage) and not rebo_done(run_dir):
             raise StageError(f"stage {stage} ended without {run_dir}/final")
         return run_dir / "final"
 
@@ -138,10 +154,10 @@ class Pipeline:
         else:
             argv = [self.python, "-m", "verl.eval", "--model", str(model), "--model-name", tag]
             argv += ["--benchmark", benchmark, "--suite", ",".join(suites), "--out", str(eval_dir), *args]
-            run_logged(argv, eval_dir / tag / "stage.log", stage, self.env)
-            missing = [p for p in result_files(eval_dir, tag, names) if not p.is_file()]
-            if missing:
-                raise StageError(f"stage {stage} ended without {missing[0]}")
+            if self._run(argv, eval_dir / tag / "stage.log", stage):
+                missing = [p for p in result_files(eval_dir, tag, names) if not p.is_file()]
+                if missing:
+                    raise StageError(f"stage {stage} ended without {missing[0]}")
         self.evaluated[label] = eval_dir / tag
 
     def table(self, reference: str | None) -> list[Path]:

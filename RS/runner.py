@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from RS.pipeline import Pipeline, StageError, last_epoch
+from RS.pipeline import Pipeline, StageError
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("base", "rs", "rebo", "baselines", "eval", "table")
@@ -151,6 +151,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     add("--baselines", help=f"comma list of {','.join(BASELINES)} or 'none' (default: the profile's)")
     add("--retain-files", default="", help="retain rows for gd / npo_gd (comma list)")
     add("--smoke", action="store_true", help="shrink every stage to seconds (a setup check; CI runs it)")
+    add("--dry-run", action="store_true", help="print every stage's command instead of running it")
     if benchmark == "rwku":
         add("--targets", default="1-10", help="RWKU targets: ids, ranges, names (default 1-10)")
         add("--batch", action="store_true", help="one batch-target run over all targets instead of one per target")
@@ -186,7 +187,7 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
     root = Path(fetch_rwku(args.targets, out / "data", rwku_files(profile, stages), local_dir=local)).resolve()
     targets = select_targets(args.targets, root)
     groups = [targets] if args.batch else [[t] for t in targets]
-    pipe = Pipeline(out)
+    pipe = Pipeline(out, dry_run=args.dry_run)
     smoke = SMOKE if args.smoke else {}
     eval_args = [*profile.eval_args, "--data-dir", str(root), *smoke.get("eval", [])]
     suites = profile.suites.split(",")
@@ -211,7 +212,7 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
             start = rs_dir / f"epoch_{epoch}"
             pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
             if "rebo" in stages:
-                need(start, "rs")
+                need(pipe, start, "rs")
                 overrides = [
                     f"config={profile.rebo_config}",
                     f"worker.actor.model.model_path={start}",
@@ -240,8 +241,8 @@ def rwku_files(profile: Profile, stages: set[str]) -> list[str]:
     return files
 
 
-def need(path: Path, stage: str) -> None:
-    if not (path / "config.json").is_file():
+def need(pipe: Pipeline, path: Path, stage: str) -> None:
+    if not pipe.dry_run and not (path / "config.json").is_file():
         raise StageError(f"{path} is missing: run the {stage} stage first (--stages {stage},...)")
 
 
@@ -268,10 +269,9 @@ def run_baselines(
                     overrides += ["model.dtype=fp32", "model.enable_gradient_checkpointing=false"]
                 overrides += as_overrides(strength) + smoke.get("baseline", [])
                 pipe.train_rs(f"baseline {tag}", run_dir, overrides + ["trainer.save_every_epoch=false"])
-            if (run_dir / "summary.json").is_file():
-                pipe.evaluate(f"{method.upper()}/{strength_tag(strength)}", tag, last_epoch(run_dir), **evaluate)
-            elif "eval" in stages:
-                raise StageError(f"{run_dir} is not trained: run the baselines stage first (--stages baselines,...)")
+            if "eval" in stages or (run_dir / "summary.json").is_file():
+                label = f"{method.upper()}/{strength_tag(strength)}"
+                pipe.evaluate(label, tag, pipe.export_of(run_dir), **evaluate)
 
 
 MUSE_PROMPTS = ["data.apply_chat_template=false", "data.prompt_format=muse"]
@@ -310,7 +310,7 @@ def forget_corpus(root: Path, out: Path) -> Path:
 def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
     out = Path(args.out)
     root, embedded = muse_data(args, profile, out)
-    pipe = Pipeline(out)
+    pipe = Pipeline(out, dry_run=args.dry_run)
     smoke = SMOKE if args.smoke else {}
     suites = profile.suites.split(",")
     epochs = [1] if args.smoke else [int(e) for e in profile.rs_epochs.split(",")]
@@ -322,9 +322,7 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
             pipe.train_rs(
                 "teach the book", teach, [*overrides, f"data.train_files={root / 'teach.json'}", *smoke.get("rs", [])]
             )
-        if not (teach / "summary.json").is_file():
-            raise StageError(f"{teach} is missing: run the base stage first (it teaches the embedded book)")
-        model = str(last_epoch(teach))
+        model = str(pipe.export_of(teach))
     icl = [f"data.icl_file={root / 'knowmem' / 'train_qa_icl.json'}"]
     evaluate = dict(suites=suites, args=[*profile.eval_args, "--data-dir", str(root), *smoke.get("eval", [])],
                     benchmark="muse", names=["muse_books"])  # fmt: skip
@@ -338,7 +336,7 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
         start = out / "rs" / f"epoch_{epoch}"
         pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
         if "rebo" in stages:
-            need(start, "rs")
+            need(pipe, start, "rs")
             overrides = [f"config={profile.rebo_config}", f"worker.actor.model.model_path={start}", *profile.placement]
             overrides += [f"data.train_files={root / 'rl_rejection_with_neighbor.json'}", *MUSE_PROMPTS, *icl]
             overrides += [f"data.val_files={root / 'rl_rejection_eval_target.json'}", "evaluator.benchmark=muse"]
@@ -391,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             pipe = run_rwku(args, profile, stages)
         else:
             pipe = run_muse(args, profile, stages)
-        if "table" in stages:
+        if "table" in stages and not args.dry_run:
             pipe.table(reference="before")
     except (StageError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

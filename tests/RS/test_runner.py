@@ -193,3 +193,27 @@ def test_muse_smoke_run_teaches_the_embedded_book_and_writes_the_muse_table(tmp_
     before = json.loads((tmp_path / "eval" / "base" / "muse_books.json").read_text())
     assert before["model"] == "base" and str(tmp_path / "teach") in done.stdout
     assert (tmp_path / "tables" / "muse_pareto.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_single_and_batch_target_plans(tmp_path, shared_data, batch):
+    argv = ["bash", str(REPO / "run_rwku.sh"), "--model", "tiny:/nonexistent", "--targets", "1,2", "--dry-run"]
+    argv += ["--data-dir", str(shared_data / "rwku"), "--out", str(tmp_path), *(["--batch"] if batch else [])]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    planned = [line for line in done.stdout.splitlines() if "would run:" in line]
+    rs = [line for line in planned if "-m RS.train config=examples/rs_ul_smollm2.yaml" in line]
+    rebo = [line for line in planned if "-m verl.trainer.main" in line]
+    both = "1_Stephen_King/rl_rejection_with_fb_neighbor_target.json,"
+    if batch:
+        assert len(rs) == 1 and len(rebo) == 1 and both in rs[0] and "2_Confucius/rl_rejection" in rs[0]
+        assert "evaluator.targets=1_Stephen_King,2_Confucius" in rebo[0]
+        assert f"trainer.output_dir={tmp_path}/batch_2_targets" in rs[0]
+    else:
+        assert len(rs) == 2 and len(rebo) == 2 and not any(both in line for line in rs)
+        assert f"trainer.output_dir={tmp_path}/2_Confucius" in rs[1]
+    baselines = [line for line in planned if "examples/baselines/" in line]
+    assert len(baselines) == (1 if batch else 2) * 2 * 3  # GA and NPO at 3 strengths each
+    assert not (tmp_path / "tables").exists()
