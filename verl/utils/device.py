@@ -15,6 +15,11 @@ def is_gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+def device_count() -> int:
+    """Accelerators visible to this process (0 on a CPU machine or with ``VERL_DEVICE=cpu``)."""
+    return torch.cuda.device_count() if get_device_name() == "cuda" else 0
+
+
 def get_device_name() -> str:
     """``"cuda"`` on a GPU machine, else ``"cpu"``; ``VERL_DEVICE=cpu`` forces the CPU."""
     if os.environ.get("VERL_DEVICE", "").lower() == "cpu":
