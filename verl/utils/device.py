@@ -35,11 +35,6 @@ def get_torch_device() -> torch.device:
     return torch.device(name, int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
 
 
-def device_count() -> int:
-    """Accelerators visible to this process (0 on CPU)."""
-    return torch.cuda.device_count() if get_device_name() == "cuda" else 0
-
-
 def get_dist_backend() -> str:
     """gloo on CPU; on GPU NCCL for device tensors plus gloo for host tensors in the same group.
 
