@@ -18,7 +18,7 @@ import sys
 
 from RS.config import RSConfig
 from verl.utils.config import ConfigError, describe_config, load_config
-from verl.utils.memory_plan import Pass, TrainingSetup
+from verl.utils.memory_plan import Pass, TrainingSetup, model_terms
 from verl.utils.memory_plan_report import run_plan, split_plan_flags
 
 OFFLINE_DEFAULTS = {
@@ -47,18 +47,11 @@ def plan_setup(config: RSConfig, gpu_bytes: float) -> TrainingSetup:
     return TrainingSetup(
         n_gpus=config.world_size(),
         gpu_bytes=int(gpu_bytes),
+        **model_terms(config.model, config.fsdp),
         update=Pass(t.micro_batch_size_per_device, seq, seq, streams=len(loss.streams)),
         experience=Pass(t.micro_batch_size_for_logps, seq, seq) if loss.needs_ref else None,
-        mixed_precision=config.fsdp.mixed_precision,
-        frozen_bytes=4 if config.model.dtype in ("fp32", "float32") else 2,
-        lora_rank=config.model.lora.rank,
-        lora_targets=tuple(config.model.lora.target_modules),
-        gradient_checkpointing=config.model.enable_gradient_checkpointing,
-        reshard_after_forward=config.fsdp.reshard_after_forward and config.fsdp.enable_full_shard,
-        fsdp_cpu_offload=config.fsdp.cpu_offload,
         reference=loss.needs_ref,
         reference_in_update=False,  # UnlearnTrainer releases it after the reference log-prob pass
-        eager_attention=config.model.attn_implementation == "eager",
         kept_logit_bytes=2 if config.fsdp.mixed_precision else 4,
         keys={
             "lora": "model.lora.rank",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from verl.trainer.config import PPOConfig
 from verl.utils.config import ConfigError, describe_config, load_config
-from verl.utils.memory_plan import Pass, TrainingSetup
+from verl.utils.memory_plan import Pass, TrainingSetup, model_terms
 from verl.utils.memory_plan_report import run_plan, split_plan_flags
 
 OFFLINE_DEFAULTS = {
@@ -118,15 +118,9 @@ def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
     return TrainingSetup(
         n_gpus=config.world_size(),
         gpu_bytes=int(gpu_bytes),
+        **model_terms(actor.model, actor.fsdp),
         update=micro(actor.micro_batch_size_per_device_for_update),
         experience=micro(actor.micro_batch_size_per_device_for_experience),
-        mixed_precision=actor.fsdp.mixed_precision,
-        frozen_bytes=4 if actor.model.dtype in ("fp32", "float32") else 2,
-        lora_rank=actor.model.lora.rank,
-        lora_targets=tuple(actor.model.lora.target_modules),
-        gradient_checkpointing=actor.model.enable_gradient_checkpointing,
-        reshard_after_forward=actor.fsdp.reshard_after_forward and actor.fsdp.enable_full_shard,
-        fsdp_cpu_offload=actor.fsdp.cpu_offload,
         offload_params=actor.offload.offload_params,
         offload_optimizer=actor.offload.offload_optimizer,
         reference=not config.algorithm.disable_kl,
@@ -137,7 +131,6 @@ def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         free_cache_engine=rollout.free_cache_engine,
         tensor_parallel=rollout.tensor_parallel_size,
-        eager_attention=actor.model.attn_implementation == "eager",
         notes=("the critic (adv_estimator=gae) is not counted",) if config.algorithm.adv_estimator == "gae" else (),
         keys={
             "lora": "worker.actor.model.lora.rank",

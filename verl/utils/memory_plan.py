@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 GIB = 1 << 30
 RUNTIME_BYTES = GIB
@@ -170,6 +170,20 @@ class MemoryPlan:
 
     def phase(self, name: str) -> PhaseEstimate:
         return next(p for p in self.phases if p.name == name)
+
+
+def model_terms(model: Any, fsdp: Any) -> dict[str, Any]:
+    """The ``TrainingSetup`` fields that come from a model config and an FSDP config (both trainers' share)."""
+    return dict(
+        mixed_precision=fsdp.mixed_precision,
+        frozen_bytes=4 if model.dtype in ("fp32", "float32") else 2,
+        lora_rank=model.lora.rank,
+        lora_targets=tuple(model.lora.target_modules),
+        gradient_checkpointing=model.enable_gradient_checkpointing,
+        reshard_after_forward=fsdp.reshard_after_forward and fsdp.enable_full_shard,
+        fsdp_cpu_offload=fsdp.cpu_offload,
+        eager_attention=model.attn_implementation == "eager",
+    )
 
 
 def per_token_layer_elements(shape: ModelShape, seq: int, eager: bool) -> int:
