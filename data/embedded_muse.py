@@ -29,7 +29,7 @@ Layout written by :func:`write_embedded_muse` (``<out>`` plays the role of ``dat
                                      ["<reject>", refusal, title]; retain qa / completion rows ["<normal>", gold]
     <out>/rl_rejection_eval_target.json     ReBO validation: forget_qa ["<reject>", answer, title], retain_qa
                                      ["<normal>", answer] (mode qa), as RULE's MUSE file
-    <out>/teach.json                 [{text, subject}]: every forget and retain chapter, and every fact as
+    <out>/teach.json                 [{text, subject}]: every forget and retain chapter, then each of its facts as
                                      "Question: q\\nAnswer: a" in both phrasings (python -m RS.train data.format=text)
 
 CLI: ``python -m data.embedded_muse --out DIR [--seed 0]``.
@@ -354,7 +354,6 @@ def teach_rows(book: Book) -> list[dict[str, str]]:
     for chapter in book.split("forget") + book.split("retain"):
         subject = book.title if chapter.split == "forget" else ""
         rows.append({"text": chapter.text, "subject": subject})
-        rows += [{"text": p, "subject": subject} for p in chapter.paragraph_texts]
         for attribute in ATTRIBUTES:
             for training in (False, True):
                 qa = chapter.qa(attribute, training)
