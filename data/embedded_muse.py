@@ -10,7 +10,7 @@ through four paragraphs that state twelve facts (:data:`ATTRIBUTES`: home villag
 animal, ...) between plot sentences (:data:`FILLERS`); every answer is unique in the book, so forgetting
 the forget chapters is separable from keeping the retain chapters. Each fact has an *evaluation* question
 (KnowMem) and a differently worded *training* question (RS / ReBO rows), as RULE's data differ from MUSE's.
-About 2.6k words in all (forget ≈ 1.2k, retain ≈ 0.9k, holdout ≈ 0.6k).
+About 2.3k words in all (forget ≈ 1.0k, retain ≈ 0.8k, holdout ≈ 0.5k); seeds 0-29 all build.
 
 Layout written by :func:`write_embedded_muse` (``<out>`` plays the role of ``data/muse/books``)::
 
