@@ -7,10 +7,10 @@ then RS / ReBO unlearn the forget chapters, and ``verl.eval``'s ``muse_*`` suite
 The book (``title``) has ``n_forget`` + ``n_retain`` chapters; a sequel (``sequel_title``, never taught)
 gives the ``n_holdout`` holdout chapters PrivLeak compares against. Each chapter follows one invented hero
 through four paragraphs that state twelve facts (:data:`ATTRIBUTES`: home village, trade, mentor, companion
-animal, ...) between plot sentences (:data:`FILLERS`); every answer is unique in the book, so forgetting
+animal, ...) between plot sentences (:data:`PLOT`); every answer is unique in the book, so forgetting
 the forget chapters is separable from keeping the retain chapters. Each fact has an *evaluation* question
 (KnowMem) and a differently worded *training* question (RS / ReBO rows), as RULE's data differ from MUSE's.
-About 2.6k words in all (forget ≈ 1.2k, retain ≈ 0.9k, holdout ≈ 0.6k).
+About 2.3k words in all (forget ≈ 1.0k, retain ≈ 0.8k, holdout ≈ 0.5k); seeds 0-29 all build.
 
 Layout written by :func:`write_embedded_muse` (``<out>`` plays the role of ``data/muse/books``)::
 
@@ -29,7 +29,7 @@ Layout written by :func:`write_embedded_muse` (``<out>`` plays the role of ``dat
                                      ["<reject>", refusal, title]; retain qa / completion rows ["<normal>", gold]
     <out>/rl_rejection_eval_target.json     ReBO validation: forget_qa ["<reject>", answer, title], retain_qa
                                      ["<normal>", answer] (mode qa), as RULE's MUSE file
-    <out>/teach.json                 [{text, subject}]: every forget and retain chapter, and every fact as
+    <out>/teach.json                 [{text, subject}]: every forget and retain chapter, then each of its facts as
                                      "Question: q\\nAnswer: a" in both phrasings (python -m RS.train data.format=text)
 
 CLI: ``python -m data.embedded_muse --out DIR [--seed 0]``.
@@ -95,7 +95,7 @@ FILLERS = (
     "The fire burned low, and the shadows grew long.", "A boy sold hot chestnuts by the bridge.",
     "{h} looked back only once.",
 )  # fmt: skip
-HOLDOUT_FILLERS = (
+MORE_FILLERS = (
     "Snow fell softly on the sleeping roofs.", "{h} hummed a tune nobody else remembered.",
     "The ferryman asked for two copper pieces.", "Bees worked slowly in the last of the heather.",
     "A letter arrived, sealed with green wax.", "{h} slept badly and woke before the birds.",
@@ -106,6 +106,10 @@ HOLDOUT_FILLERS = (
     "A fiddler played badly outside the chapel.", "{h} mended a torn boot by the fire.",
     "Mist hid the valley until noon.", "The innkeeper told the same joke three times.",
 )  # fmt: skip
+PLOT = FILLERS + MORE_FILLERS
+"""Plot sentences; each seed gives the holdout sequel its own random :data:`N_HOLDOUT_PLOT` of them, so
+holdout and taught text are alike for a model that never read either (PrivLeak's AUC near 0.5 before teaching)."""
+N_HOLDOUT_PLOT = 18
 ANIMALS = ("fox", "raven", "goat", "hound", "owl", "mule", "hare", "cat", "falcon", "pony", "badger", "heron")
 COLOURS = ("crimson", "amber", "indigo", "scarlet", "ivory", "emerald", "saffron", "violet", "silver", "ochre",
            "teal", "charcoal", "mustard", "plum")  # fmt: skip
@@ -185,10 +189,11 @@ def _articles(sentence: str) -> str:
 
 
 def _chapter(number: int, split: str, book: str, inventor: _Inventor, pools: dict, rng: random.Random) -> Chapter:
+    """One chapter; ``pools`` holds the unused answers of each kind and the plot sentences of each split."""
     hero = inventor.unique("name")
     chapter = Chapter(number, split, book, hero, pools["animal"].pop())
     chapter.facts = {a: _answer(spec[0], inventor, pools) for a, spec in ATTRIBUTES.items()}
-    fillers = rng.sample(HOLDOUT_FILLERS if split == "holdout" else FILLERS, 4 * len(PARAGRAPHS))
+    fillers = rng.sample(pools["plot_holdout" if split == "holdout" else "plot_taught"], 4 * len(PARAGRAPHS))
     for k, attributes in enumerate(PARAGRAPHS):
         sentences = [
             _articles(rng.choice(ATTRIBUTES[a][1]).format(h=hero, a=chapter.facts[a], animal=chapter.animal))
@@ -215,6 +220,8 @@ def build_book(seed: int = 0, n_forget: int = 4, n_retain: int = 3, n_holdout: i
     pools = {"animal": list(ANIMALS), "colour": list(COLOURS), "days": list(DURATIONS), "trade": list(PROFESSIONS)}
     for pool in pools.values():
         rng.shuffle(pool)
+    plot = rng.sample(PLOT, len(PLOT))
+    pools |= {"plot_holdout": plot[:N_HOLDOUT_PLOT], "plot_taught": plot[N_HOLDOUT_PLOT:]}
     splits = ["forget"] * n_forget + ["retain"] * n_retain + ["holdout"] * n_holdout
     chapters = []
     for index, split in enumerate(splits):
@@ -354,7 +361,6 @@ def teach_rows(book: Book) -> list[dict[str, str]]:
     for chapter in book.split("forget") + book.split("retain"):
         subject = book.title if chapter.split == "forget" else ""
         rows.append({"text": chapter.text, "subject": subject})
-        rows += [{"text": p, "subject": subject} for p in chapter.paragraph_texts]
         for attribute in ATTRIBUTES:
             for training in (False, True):
                 qa = chapter.qa(attribute, training)

@@ -110,6 +110,8 @@ def test_splits_are_disjoint_and_every_answer_is_in_its_own_split(bench):
             assert text in raw[split] and all(text not in raw[o] for o in PRIVLEAK if o != split)
     teach = "\n".join(r["text"] for r in load(bench / "teach.json"))
     assert all(t not in teach for t in load(bench / "privleak" / "holdout.json"))  # holdout is never taught
+    holdout_sentences = [x for t in load(bench / "raw" / "holdout.json") for x in t.replace("\n\n", " ").split(". ")]
+    assert len(holdout_sentences) > 50 and not [x for x in holdout_sentences if x in teach]  # not even one sentence
     assert all(c in teach for s in ("forget", "retain") for c in raw[s].split("\n\n"))
     assert all(f"Question: {r['question']}\nAnswer: {r['answer']}" in teach for rows in sets.values() for r in rows)
 
