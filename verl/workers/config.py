@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from verl.utils.config import ConfigError, check_choice
+from verl.utils.core_algos import LOSS_AGG_MODES
 from verl.workers.reward.config import RewardConfig
 
 
@@ -144,11 +145,7 @@ class ActorConfig:
     """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
 
     def post_init(self) -> None:
-        check_choice(
-            self.loss_agg_mode,
-            ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"],
-            "actor.loss_agg_mode",
-        )
+        check_choice(self.loss_agg_mode, LOSS_AGG_MODES, "actor.loss_agg_mode")
         check_choice(self.old_log_probs, ["auto", "recompute", "rollout"], "worker.actor.old_log_probs")
         for key in ("global_batch_size", "micro_batch_size_per_device_for_update", "ppo_epochs"):
             if getattr(self, key) < 1:
@@ -203,11 +200,7 @@ class CriticConfig:
     """Copied from data.max_response_length: the constant length of seq-mean-token-sum-norm."""
 
     def post_init(self) -> None:
-        check_choice(
-            self.loss_agg_mode,
-            ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"],
-            "worker.critic.loss_agg_mode",
-        )
+        check_choice(self.loss_agg_mode, LOSS_AGG_MODES, "worker.critic.loss_agg_mode")
 
 
 @dataclass
