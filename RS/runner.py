@@ -191,7 +191,7 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
     smoke = SMOKE if args.smoke else {}
     eval_args = [*profile.eval_args, "--data-dir", str(root), *smoke.get("eval", [])]
     suites = profile.suites.split(",")
-    epochs = [int(e) for e in profile.rs_epochs.split(",")]
+    epochs = [1] if args.smoke else [int(e) for e in profile.rs_epochs.split(",")]
     model = args.model or profile.model
     spec = ",".join(t.dirname for t in targets)
     pipe.evaluate("before", "base", model, [t.dirname for t in targets], suites, [*eval_args, "--targets", spec],
@@ -206,9 +206,8 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
         if "rs" in stages:
             overrides = [f"config={profile.rs_config}", f"model.model_path={model}", *profile.placement]
             overrides += retarget(profile.rs_config, folders, ["data.train_files", "data.retain_files"])
-            pipe.train_rs("rs", rs_dir, overrides + smoke.get("rs", []), [] if args.smoke else epochs)
-        rs_epochs = [1] if args.smoke else epochs
-        for epoch in rs_epochs:
+            pipe.train_rs("rs", rs_dir, overrides + smoke.get("rs", []), epochs)
+        for epoch in epochs:
             start = rs_dir / f"epoch_{epoch}"
             pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
             if "rebo" in stages:
@@ -331,7 +330,7 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
     if "rs" in stages:
         overrides = [f"config={profile.rs_config}", f"model.model_path={model}", *profile.placement, *MUSE_PROMPTS]
         overrides += [*icl, f"data.train_files={root / 'reject_target_0.5.json'}", "data.max_length=640"]
-        pipe.train_rs("rs", out / "rs", overrides + smoke.get("rs", []), [] if args.smoke else epochs)
+        pipe.train_rs("rs", out / "rs", overrides + smoke.get("rs", []), epochs)
     for epoch in epochs:
         start = out / "rs" / f"epoch_{epoch}"
         pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
