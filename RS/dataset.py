@@ -29,7 +29,7 @@ import torch
 from RS import data as rs_data
 from RS.config import FORMATS, RETAIN_FORMATS
 from RS.losses import UNLEARN_LOSSES, LossSpec
-from verl.utils.prompt_formats import PromptFormatter
+from verl.utils.prompt_formats import PromptFormatter, encode_plain_text
 
 
 @dataclass
@@ -87,7 +87,10 @@ def encode_prompt_response(tokenizer, prompt: str, response: str, spec: EncodeSp
 
 def encode_rendered(tokenizer, prompt_text: str, response_text: str, spec: EncodeSpec) -> tuple[list, list, bool]:
     """(ids, loss mask, truncated) of a prompt and response already rendered by ``render_prompt_response``."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=not _chat(tokenizer, spec))["input_ids"]
+    if _chat(tokenizer, spec):  # the chat template already wrote any BOS the model wants
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = encode_plain_text(tokenizer, prompt_text)
     response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
     total, limit = len(prompt_ids) + len(response_ids), spec.max_length
     truncated = total > limit
@@ -101,9 +104,9 @@ def encode_rendered(tokenizer, prompt_text: str, response_text: str, spec: Encod
 
 
 def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> TokenizedStream:
-    """Raw texts + EOS, every token a target; packed into ``max_length`` blocks when ``spec.packing``."""
+    """BOS + raw text + EOS per text, every token a target; packed into ``max_length`` blocks when ``spec.packing``."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    sequences = [tokenizer(text, add_special_tokens=True)["input_ids"] + eos for text in texts]
+    sequences = [encode_plain_text(tokenizer, text) + eos for text in texts]
     stream = TokenizedStream()
     if spec.packing:
         flat = [token for seq in sequences for token in seq]

@@ -139,10 +139,11 @@ class Pipeline:
         return run_dir / "final"
 
     def evaluate(self, label: str, tag: str, model: Path | str, names: Sequence[str], suites: Sequence[str],
-                 args: Sequence[str], benchmark: str, run: bool = True) -> None:  # fmt: skip
+                 args: Sequence[str], benchmark: str, run: bool = True, record: bool = True) -> None:  # fmt: skip
         """``python -m verl.eval`` of ``model`` into ``out/eval/<tag>/``; ``label`` names it in the tables.
 
-        ``run=False`` (the eval stage not selected) only records results that are already complete."""
+        ``run=False`` (the eval stage not selected) only records results that are already complete;
+        ``record=False`` evaluates a reference that is not a row of the tables (e.g. PrivLeak's untaught model)."""
         from verl.eval.suites import expand_suites
 
         eval_dir = self.out / "eval"
@@ -158,7 +159,8 @@ class Pipeline:
                 missing = [p for p in result_files(eval_dir, tag, names) if not p.is_file()]
                 if missing:
                     raise StageError(f"stage {stage} ended without {missing[0]}")
-        self.evaluated[label] = eval_dir / tag
+        if record:
+            self.evaluated[label] = eval_dir / tag
 
     def table(self, reference: str | None) -> list[Path]:
         """Every evaluated model into ``out/tables/`` (RWKU Table 1, naturalness, MUSE, Pareto plot)."""

@@ -306,6 +306,19 @@ def forget_corpus(root: Path, out: Path) -> Path:
     return path
 
 
+def privleak_reference(pipe: Pipeline, untaught: str, evaluate: dict, run: bool) -> list[str]:
+    """``--privleak-auc-retrain`` from the untaught model's PrivLeak AUC on the embedded book.
+
+    MUSE's reference is a model retrained without the forget split (AUC 0.5393 on MUSE-Books); the model before
+    teaching has seen neither the forget nor the holdout split, so it plays that role for the embedded book."""
+    pipe.evaluate("untaught", "untaught", untaught, **{**evaluate, "suites": ["muse_privleak"]}, run=run, record=False)
+    path = pipe.out / "eval" / "untaught" / "muse_books.json"
+    if not path.is_file():  # a dry run, or the base stage not selected yet
+        print("[muse] no untaught-model PrivLeak AUC yet: PrivLeak uses MUSE-Books' published 0.5393", flush=True)
+        return []
+    return ["--privleak-auc-retrain", repr(json.loads(path.read_text())["metrics"]["muse_privleak_auc"])]
+
+
 def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
     out = Path(args.out)
     root, embedded = muse_data(args, profile, out)
@@ -314,7 +327,10 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
     suites = profile.suites.split(",")
     epochs = [1] if args.smoke else [int(e) for e in profile.rs_epochs.split(",")]
     model = args.model or profile.model
+    evaluate = dict(suites=suites, args=[*profile.eval_args, "--data-dir", str(root), *smoke.get("eval", [])],
+                    benchmark="muse", names=["muse_books"])  # fmt: skip
     if embedded:  # the model before unlearning knows the book, as MUSE's target model does
+        evaluate["args"] += privleak_reference(pipe, model, evaluate, run="base" in stages)
         teach = out / "teach"
         if "base" in stages:
             overrides = ["config=examples/muse_teach_smollm2.yaml", f"model.model_path={model}", *profile.placement]
@@ -323,8 +339,6 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
             )
         model = str(pipe.export_of(teach))
     icl = [f"data.icl_file={root / 'knowmem' / 'train_qa_icl.json'}"]
-    evaluate = dict(suites=suites, args=[*profile.eval_args, "--data-dir", str(root), *smoke.get("eval", [])],
-                    benchmark="muse", names=["muse_books"])  # fmt: skip
     pipe.evaluate("before", "base", model, run="base" in stages, **evaluate)
     evaluate["run"] = "eval" in stages
     if "rs" in stages:

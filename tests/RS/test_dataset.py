@@ -68,12 +68,31 @@ def test_text_rows_and_packing(tiny_tokenizer):
     tok = tiny_tokenizer
     texts = ["alpha beta gamma delta " * 3, "one two three", "red green blue " * 4]
     plain = encode_texts(tok, texts, EncodeSpec(max_length=512))
-    expected = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    expected = [[tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
     assert plain.ids == expected and all(all(m) for m in plain.loss_mask)
     packed = encode_texts(tok, texts, EncodeSpec(max_length=8, packing=True))
     flat = [t for seq in expected for t in seq]
     assert all(len(ids) == 8 for ids in packed.ids) and len(packed) == len(flat) // 8
     assert [t for ids in packed.ids for t in ids] == flat[: len(packed) * 8]
+
+
+def test_plain_text_starts_with_the_bos_the_evaluators_use(tiny_tokenizer):
+    """The tiny tokenizer, like SmolLM2's, defines a BOS it never adds itself: plain-text training rows (MUSE
+    prompts, raw corpus text) must still start with it, once, as MUSE's prompts and ``Generator.score`` do."""
+    tok = tiny_tokenizer
+    assert tok("alpha beta")["input_ids"][0] != tok.bos_token_id  # the tokenizer alone adds no BOS
+    spec = EncodeSpec(max_length=64, apply_chat_template=False)
+    text_ids = encode_texts(tok, ["alpha beta"], spec).ids[0]
+    prompt_ids, _, _ = encode_prompt_response(tok, "Question: who?\nAnswer: ", "Ann", spec)
+    already = encode_texts(tok, [tok.bos_token + "alpha beta"], spec).ids[0]
+    assert text_ids[0] == prompt_ids[0] == tok.bos_token_id and text_ids[1] != tok.bos_token_id
+    assert already == text_ids  # a text that already starts with the BOS text gets no second one
+    chat_ids, _, _ = encode_prompt_response(tok, "who?", "Ann", EncodeSpec(max_length=64))
+    chat_text, _ = render_prompt_response(tok, "who?", "Ann", EncodeSpec(max_length=64))
+    assert (
+        chat_ids[: len(tok(chat_text, add_special_tokens=False)["input_ids"])]
+        == tok(chat_text, add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_collate_right_pads(tiny_tokenizer):

@@ -189,7 +189,16 @@ def test_muse_smoke_run_teaches_the_embedded_book_and_writes_the_muse_table(tmp_
     result = json.loads((tmp_path / "eval" / "rule_rs1" / "muse_books.json").read_text())
     assert {"muse_verbmem", "muse_knowmem", "muse_privleak"} <= set(result["suites_run"])
     for column, key, scale in [("VerbMem-f", "muse_verbmem_f", 100), ("PrivLeak", "muse_privleak", 1)]:
-        assert float(table["RULE/rs1"][column]) == pytest.approx(scale * result["metrics"][key], abs=1e-3)
+        value = result["metrics"][key]  # PrivLeak is None (an empty cell) when the reference AUC is 0
+        assert (
+            table["RULE/rs1"][column] == ""
+            if value is None
+            else float(table["RULE/rs1"][column]) == pytest.approx(scale * value, abs=1e-3)
+        )
+    # PrivLeak's reference is the untaught model's AUC on the embedded book, not MUSE-Books' published one
+    untaught = json.loads((tmp_path / "eval" / "untaught" / "muse_books.json").read_text())["metrics"]
+    assert f"--privleak-auc-retrain {untaught['muse_privleak_auc']!r}" in done.stdout
+    assert result["options"]["privleak_auc_retrain"] == pytest.approx(untaught["muse_privleak_auc"])
     before = json.loads((tmp_path / "eval" / "base" / "muse_books.json").read_text())
     assert before["model"] == "base" and str(tmp_path / "teach") in done.stdout
     assert (tmp_path / "tables" / "muse_pareto.png").stat().st_size > 0

@@ -11,7 +11,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from verl.eval.generator import CallableGenerator
-from verl.eval.muse import privleak_aucs, privleak_features
+from verl.eval.muse import privleak_aucs, privleak_features, privleak_score
 from verl.eval.suites import run_suites
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -52,6 +52,9 @@ def test_privleak_hand_case(tmp_path, tiny_tokenizer):
     first = result["suites"]["muse_privleak"]["records"][0]
     assert first["PPL"] == pytest.approx(5.5) and first["PPL/lower"] == pytest.approx(1.0)
     assert first["Min-5%"] == pytest.approx(10.0) and first["Min-60%"] == pytest.approx(sum(range(5, 11)) / 6)
+    own = run_suites(generator, "muse", tmp_path, None, ["muse_privleak"], {"privleak_auc_retrain": 0.6})
+    assert own["metrics"]["muse_privleak"] == pytest.approx((0.75 - 0.6) / 0.6 * 100)  # the given reference AUC
+    assert privleak_score(0.75, 0.0) is None  # a degenerate reference: the relative gap is undefined
 
 
 def test_privleak_features_and_aucs_direct():

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--muse-corpus", default="books", choices=["books", "news"], help="MUSE corpus (PrivLeak reference AUC)"
     )
     parser.add_argument(
+        "--privleak-auc-retrain",
+        type=float,
+        default=None,
+        help="PrivLeak's reference AUC of a model never trained on the forget split (default: MUSE's published "
+        "retrained-model value for --muse-corpus); the embedded book uses its untaught model's AUC",
+    )
+    parser.add_argument(
         "--add-special-tokens",
         action="store_true",
         help="let the tokenizer add BOS to chat prompts (RWKU's double-BOS on Llama-3)",
@@ -106,6 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             rwku_newline_stop=not args.no_newline_stop,
             knowmem_icl_type=args.knowmem_icl_type,
             muse_corpus=args.muse_corpus,
+            privleak_auc_retrain=args.privleak_auc_retrain,
             max_new_tokens_cap=args.max_new_tokens_cap,
             skip_missing=args.skip_missing,
         )

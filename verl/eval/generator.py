@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
+from verl.utils.prompt_formats import encode_plain_text
+
 if TYPE_CHECKING:
     import torch
 
@@ -247,13 +249,10 @@ class HFGenerator:
         return results
 
     def score(self, texts: list[str], add_bos: bool = True, distribution_stats: bool = False) -> list[dict]:
-        bos_id = self.tokenizer.bos_token_id if add_bos else None
-        sequences = []
-        for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if bos_id is not None and (not ids or ids[0] != bos_id):
-                ids = [bos_id] + ids
-            sequences.append(ids)
+        if add_bos:
+            sequences = [encode_plain_text(self.tokenizer, text) for text in texts]
+        else:
+            sequences = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         return self._token_logprobs(sequences, distribution_stats, "score")
 
     def score_continuations(self, pairs: list[tuple[str, str]]) -> list[float]:

@@ -29,7 +29,7 @@ from verl.eval.generator import bos_text
 from verl.eval.mia import lowest_k_mean, zlib_length
 from verl.eval.suites import SuiteContext, register_suite
 from verl.eval.text_metrics import cut_before_words, mean_or_none, roc_auc
-from verl.utils.prompt_formats import icl_qa_prompt
+from verl.utils.prompt_formats import encode_plain_text, icl_qa_prompt
 
 AUC_RETRAIN = {"books": {"forget_holdout_Min-40%": 0.5393}, "news": {"forget_holdout_Min-40%": 0.4772}}
 PRIVLEAK_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -41,9 +41,7 @@ KNOWMEM_TOKENS = 32
 
 def truncate_reference(tokenizer, text: str, num_tokens: int = VERBMEM_TOKENS) -> str:
     """Decode of the first ``num_tokens`` tokens of BOS + ``text`` (special tokens dropped), as MUSE's VerbMem."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id] + ids
+    ids = encode_plain_text(tokenizer, text)
     return tokenizer.decode(ids[:num_tokens], skip_special_tokens=True)
 
 
@@ -133,7 +131,11 @@ def privleak_aucs(features_by_split: dict[str, list[dict]]) -> dict[str, float]:
     return aucs
 
 
-def privleak_score(auc: float, auc_retrain: float) -> float:
+def privleak_score(auc: float, auc_retrain: float) -> float | None:
+    """MUSE's PrivLeak, ``(AUC - AUC_retrain) / AUC_retrain * 100``; None when the reference AUC is 0 (a
+    degenerate reference, e.g. a handful of smoke-run texts), where the relative gap is undefined."""
+    if auc_retrain <= 0:
+        return None
     return (auc - auc_retrain) / auc_retrain * 100
 
 

@@ -12,6 +12,11 @@ muse      RULE's MUSE prompts, no chat template: ``completion`` rows -> ``"Compl
 ========  ===========================================================================================
 
 Adding a format is one function ``fn(prompt, row, shots) -> str`` and ``@PROMPT_FORMATS.register(name)``.
+
+Text without a chat template (MUSE prompts, raw corpus text for GA/NPO, MIA's scored texts) is encoded one way
+everywhere, by :func:`encode_plain_text`: the tokenizer's BOS token once, then the text's tokens. Training and
+evaluation must agree on it: SmolLM2's tokenizer defines ``<|im_start|>`` as BOS but never adds it itself, so
+relying on ``add_special_tokens=True`` taught the MUSE book without the BOS that every MUSE prompt starts with.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from verl.utils.registry import Registry
 PromptFormat = Callable[[str, dict, Sequence[dict]], str]
 PROMPT_FORMATS: Registry[PromptFormat] = Registry("prompt format")
 MUSE_MODES = ("qa", "completion")
+
+
+def encode_plain_text(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` with the tokenizer's BOS id in front exactly once (none when it defines no BOS)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos_id = tokenizer.bos_token_id
+    return [bos_id, *ids] if bos_id is not None and (not ids or ids[0] != bos_id) else ids
 
 
 FB_TEMPLATE = "Please complete the blank in the following question.\nQuestion: {query}\n"
