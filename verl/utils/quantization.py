@@ -8,9 +8,10 @@ papers ("w4 g128"; AWQ's ``pseudo_quantize_tensor``), fake-quantized (rounded, t
 * the last dimension (a Linear layer's input features) is cut, per row, into groups of ``group_size``
   consecutive values (``-1``: one group per row); a shorter remainder group is its own group
   (SmolLM2's 576 input features = 4 groups of 128 + one of 64);
-* asymmetric (default, zero point): ``scale = max(max - min, 1e-5) / (2^b - 1)``,
-  ``zero = clamp(round(-min / scale), 0, 2^b - 1)``, ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``,
-  ``w' = (q - zero) * scale``;
+* asymmetric (default, zero point) over the group's range widened to include 0 (``min <= 0 <= max``, as
+  GPTQ's quantizer does; AWQ's is the same for any group holding weights of both signs, as real weight
+  groups do): ``scale = max(max - min, 1e-5) / (2^b - 1)``, ``zero = clamp(round(-min / scale), 0, 2^b - 1)``,
+  ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``, ``w' = (q - zero) * scale``;
 * symmetric (absmax): ``scale = max(max|w|, 1e-5) / (2^(b-1) - 1)``,
   ``q = clamp(round(w / scale), -2^(b-1), 2^(b-1) - 1)``, ``w' = q * scale``;
 * computed in fp32 (``torch.round``: half to even), returned in the input dtype.
@@ -38,8 +39,8 @@ def _rtn_rows(groups: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
         scales = groups.abs().amax(dim=1, keepdim=True).clamp(min=SCALE_FLOOR) / max_int
         return torch.clamp(torch.round(groups / scales), min_int, max_int) * scales
     max_int = 2**bits - 1
-    max_val = groups.amax(dim=1, keepdim=True)
-    min_val = groups.amin(dim=1, keepdim=True)
+    max_val = groups.amax(dim=1, keepdim=True).clamp(min=0)
+    min_val = groups.amin(dim=1, keepdim=True).clamp(max=0)
     scales = (max_val - min_val).clamp(min=SCALE_FLOOR) / max_int
     zeros = torch.clamp(-torch.round(min_val / scales), 0, max_int)
     return (torch.clamp(torch.round(groups / scales) + zeros, 0, max_int) - zeros) * scales
