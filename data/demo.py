@@ -10,7 +10,13 @@
    format, and a 135M model does not carry a refusal learned on bare questions over to it);
 4. **NPO**    — the baseline, on the target's factual bios (``positive.json``), from the taught model;
 5. **eval**   — RWKU forget / neighbour / naturalness suites on every model, a table
-   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``.
+   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``;
+6. **attacks** — the attack suite (``verl.eval.attacks``: prefill, multi-turn, 8/4-bit quantization,
+   relearning on the target's bios and on unrelated text, knowledge probe) on the model before unlearning,
+   RS, RULE and NPO (the demo's one baseline, so its strongest setting), sized for 2 cores (the held-out
+   half of the FB + QA facts, :data:`ATTACK_NEIGHBOUR_PROBES` neighbour probes per file, a few relearning
+   steps); ``attacks.md`` / ``attacks.csv`` under ``--out``, the knowledge probe relative to the model
+   before unlearning. ``--no-attacks`` skips it.
 
 Every stage writes its model under ``--out``; a re-run skips stages whose output is complete.
 """
@@ -35,6 +41,9 @@ COLUMNS = [
     ("naturalness_false_refusal_rate_neighbor", "Refusal(N)"),
     ("naturalness_named_refusal_share", "Named"),
 ]
+ATTACK_NEIGHBOUR_PROBES = 4
+# held-out half of the 10 FB + 10 QA forget probes; relearning: 2 blocks of 128 tokens per step
+ATTACK_CONFIG = {"neighbor_probes": ATTACK_NEIGHBOUR_PROBES, "relearn_batch_size": 2, "relearn_block_tokens": 128}
 
 
 def teach_rows(bench: Path, subjects: set[str] | None = None) -> list[dict]:
@@ -151,6 +160,35 @@ def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | No
     return result
 
 
+def attack(name: str, model: str, bench: Path, out: Path, config: dict, max_probes: int | None = None) -> dict:
+    """The attack suite on one model; ``config`` = ``EvalOptions.attack``. A result already under ``out`` is
+    reused when it was run with the same settings."""
+    from verl.eval import HFGenerator, run_suites
+    from verl.utils.fileio import write_json_atomic
+
+    path = out / "eval" / "attacks" / f"{name}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached["options"]["attack"] == config and cached["options"]["max_probes"] == max_probes:
+            return cached
+    generator = HFGenerator.from_pretrained(model, dtype="fp32", batch_size=32)
+    options = {"attack": config, **({"max_probes": max_probes} if max_probes else {})}
+    result = run_suites(generator, "rwku", bench, target=1, suites=["attacks"], options=options)
+    result = {"method": name, "model": model, **result}
+    write_json_atomic(path, result)
+    return result
+
+
+def attack_tables(results: list[dict], out: Path, reference: str) -> str:
+    """``attacks.md`` / ``attacks.csv`` under ``out`` (knowledge relative to ``reference``); returns the markdown."""
+    from verl.eval.attack_table import write_attack_tables
+
+    rows = [(r["method"], r["metrics"]) for r in results]
+    ref = next(metrics for name, metrics in rows if name == reference)
+    markdown_path, _ = write_attack_tables(out, rows, ref, reference)
+    return markdown_path.read_text()
+
+
 def table(results: list[dict]) -> tuple[str, str]:
     header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -185,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--npo-epochs", type=int, default=3, help="NPO baseline epochs")
     parser.add_argument("--npo-lr", type=float, default=1e-5, help="NPO baseline lr")
     parser.add_argument("--max-probes", type=int, default=0, help="probes per file (0 = all; for quick checks)")
+    parser.add_argument("--no-attacks", action="store_true", help="skip the attack table")
+    parser.add_argument("--attack-relearn-steps", type=int, default=4, help="relearning attack: optimizer steps")
+    parser.add_argument("--attack-relearn-lr", type=float, default=5e-5, help="relearning attack: AdamW lr")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -248,8 +289,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{100 * (after.get('naturalness_refusal_rate_forget') or 0):.1f}"
     )
     print(f"Pareto areas: {areas}")
+    if not args.no_attacks:
+        config = {**ATTACK_CONFIG, "relearn_steps": args.attack_relearn_steps, "relearn_lr": args.attack_relearn_lr}
+        attacked = [name for name in names if name != "base"]
+        reports = [attack(name, names[name], bench, out, config, args.max_probes or None) for name in attacked]
+        print("\n" + attack_tables(reports, out, "before (taught)"), flush=True)
+    attacks_written = "" if args.no_attacks else f", {out / 'attacks.md'}, {out / 'attacks.csv'}"
     print(
-        f"[demo] wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'pareto.png'} in {time.time() - started:.0f} s"
+        f"[demo] wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'pareto.png'}{attacks_written} "
+        f"in {time.time() - started:.0f} s"
     )
 
 

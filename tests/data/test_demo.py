@@ -29,3 +29,27 @@ def test_demo_rows_follow_the_probe_format(tmp_path):
     rebo = rebo_rows(target_dir)
     assert [r["solution"] for r in rebo] == [r["solution"] for r in raw_rebo]
     assert rebo[0]["prompt"] == probe_format(raw_rebo[0]["prompt"])
+
+
+def test_demo_attack_table_on_a_tiny_model(tmp_path):
+    from data.demo import ATTACK_CONFIG, attack, attack_tables
+    from verl.utils.models import save_tiny_model_dir
+
+    bench = write_embedded_benchmark(tmp_path / "bench", seed=0)
+    model = save_tiny_model_dir(tmp_path / "tiny")
+    config = {**ATTACK_CONFIG, "relearn_steps": 1, "relearn_block_tokens": 32}
+    reports = [attack(name, model, bench, tmp_path, config) for name in ("before (taught)", "RS")]
+    assert reports[0]["metrics"]["attack_n_heldout"] == 10 and reports[0]["metrics"]["attack_n_neighbor"] == 8
+    markdown = attack_tables(reports, tmp_path, "before (taught)")
+    assert (tmp_path / "attacks.md").read_text() == markdown and (tmp_path / "attacks.csv").is_file()
+    lines = markdown.splitlines()
+    assert lines[2].startswith("| Method | direct | prefill | prefill answer | multi-turn | 8-bit | 4-bit | relearn |")
+    assert "| before (taught) | 100.0 / 100.0 |" in markdown  # the knowledge probe relative to itself
+    assert sum(line.startswith("| RS |") for line in lines) == 2  # one row in each of the two tables
+
+    cached = tmp_path / "eval" / "attacks" / "RS.json"
+    stamp = cached.stat().st_mtime_ns
+    assert attack("RS", model, bench, tmp_path, config)["metrics"] == reports[1]["metrics"]
+    assert cached.stat().st_mtime_ns == stamp
+    rerun = attack("RS", model, bench, tmp_path, {**config, "attacks": ["knowledge"]})
+    assert "attack_prefill_forget" not in rerun["metrics"]  # other settings: run again, not the cached result

@@ -1,7 +1,8 @@
 """Standalone evaluation: ``python3 -m verl.eval --model PATH --benchmark rwku --targets 1-10 --data-dir DIR ...``.
 
 Writes ``<out>/<model_tag>/<target>.json`` per target (every metric, every probe's prompt / generation /
-score) and ``<out>/<model_tag>/summary.{md,csv}`` (RWKU Table 1 or MUSE columns), and prints the table.
+score) and ``<out>/<model_tag>/summary.{md,csv}`` (RWKU Table 1 or MUSE columns), and prints the table;
+with the ``attacks`` suite also ``<out>/<model_tag>/attacks.{md,csv}`` (one row per target).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         default=None,
         help="comma-separated suites (RWKU: forget, neighbor, boundary, mia, utility = mmlu+bbh+truthfulqa+triviaqa+fluency, "
-        "naturalness; MUSE: muse_verbmem, muse_knowmem, muse_privleak, muse_naturalness). "
+        "naturalness, attacks; MUSE: muse_verbmem, muse_knowmem, muse_privleak, muse_naturalness). "
         f"Default: RWKU {DEFAULT_SUITES['rwku']}; MUSE {DEFAULT_SUITES['muse']}",
     )
     parser.add_argument("--out", required=True, help="output folder")
@@ -55,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-missing",
         action="store_true",
         help="skip suites whose files a target lacks (e.g. utility beyond targets 1-2 of the sample data)",
+    )
+    parser.add_argument(
+        "--attacks",
+        default=None,
+        help="attacks suite: comma-separated attacks (default all: direct, prefill, prefill_answer, multi_turn, "
+        "quant8, quant4, relearn, relearn_benign, knowledge)",
+    )
+    parser.add_argument(
+        "--attack-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attacks suite setting (repeatable), e.g. relearn_steps=4, relearn_lr=2e-5, neighbor_probes=10, "
+        "quant_group_size=64 (all keys: verl/eval/attack_config.py)",
     )
     parser.add_argument("--max-new-tokens-cap", type=int, default=None, help="debug: cap every suite's max_new_tokens")
     parser.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16")
@@ -100,10 +115,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     from tqdm.auto import tqdm
 
+    from verl.eval.attack_table import write_attack_tables
     from verl.eval.report import model_tag, summary_table, to_markdown, write_result, write_summary
     from verl.eval.suites import EvalOptions, expand_suites, run_suites
 
     suites = (args.suite or DEFAULT_SUITES[args.benchmark]).split(",")
+    attack = dict(option.partition("=")[::2] for option in args.attack_option)
+    if any("=" not in option for option in args.attack_option):
+        parser.exit(2, f"error: --attack-option expects KEY=VALUE, got {args.attack_option!r}\n")
+    if args.attacks:
+        attack["attacks"] = args.attacks
     try:
         options = EvalOptions(
             icu=args.icu,
@@ -116,6 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             privleak_auc_retrain=args.privleak_auc_retrain,
             max_new_tokens_cap=args.max_new_tokens_cap,
             skip_missing=args.skip_missing,
+            attack=attack,
         )
         expand_suites(args.benchmark, suites)
         if args.benchmark == "rwku":
@@ -159,6 +181,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     markdown_path, csv_path = write_summary(folder, results, args.benchmark)
     print(to_markdown(*summary_table(results, args.benchmark)))
     print(f"wrote {markdown_path} and {csv_path} ({model_tag(name)})", file=sys.stderr)
+    attack_rows = [(f"{r['target']['index']} {r['target']['name']}", r["metrics"]) for r in results if r["target"]]
+    written = write_attack_tables(folder, attack_rows)
+    if written:
+        print("\n" + written[0].read_text(encoding="utf-8"))
+        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 
 

@@ -11,9 +11,11 @@
   name without a checkpoint suffix (``rebo_step20`` -> ``rebo``, ``rs-epoch-2`` -> ``rs``, ``npo`` -> ``npo``).
 * Writes into ``--out`` (atomically): ``rwku_table1.{md,csv}`` (RWKU Table 1 columns, x100),
   ``rule_naturalness.{md,csv}`` (forget / refusal / naming / false refusal / neighbour / utility),
-  ``muse_table.{md,csv}``, ``pareto.png`` + ``pareto_area.md`` (RWKU; ``muse_pareto.*`` for MUSE) and
-  ``collected.json`` (every model's averaged metrics). Rows follow the order of the folders given
-  (positional ones, then ``--label`` ones), then the model name.
+  ``muse_table.{md,csv}``, ``attacks.{md,csv}`` (models with ``attacks`` suite results, see
+  :mod:`verl.eval.attack_table`; knowledge probe relative to ``--reference``), ``pareto.png`` +
+  ``pareto_area.md`` (RWKU; ``muse_pareto.*`` for MUSE) and ``collected.json`` (every model's averaged
+  metrics). Rows follow the order of the folders given (positional ones, then ``--label`` ones), then the
+  model name.
 * Pareto points: ``(forget, retain) = (F-All, N-All)`` pooled scores in ``[0, 1]`` for RWKU, ``(KnowMem-f,
   KnowMem-r)`` for MUSE (``--forget-key`` / ``--retain-key`` override); :mod:`verl.eval.pareto` plots them at
   ``(1 - forget, retain)`` and gives the area above each retain threshold (the paper's Pareto-AUC).
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from verl.eval.attack_table import write_attack_tables
 from verl.eval.pareto import AREA_MODES
 from verl.eval.report import (
     COLUMNS,
@@ -214,22 +217,6 @@ def model_table(models: Sequence[ModelResults], columns: Sequence[tuple]) -> tup
     return header, rows
 
 
-def pareto_runs(
-    models: Sequence[ModelResults], forget_key: str, retain_key: str
-) -> tuple[dict[str, list[tuple[float, float, str]]], list[str]]:
-    """``({method: [(forget, retain, checkpoint label), ...]}, warnings)``; models lacking a key are skipped."""
-    methods: dict[str, list[tuple[float, float, str]]] = {}
-    warnings = []
-    for model in models:
-        if forget_key not in model.metrics or retain_key not in model.metrics:
-            warnings.append(f"warning: {model.name!r} has no {forget_key} / {retain_key}; left out of the Pareto plot")
-            continue
-        method = model.method
-        label = model.name[len(method) :].lstrip("/_-") if model.name.startswith(method) else model.name
-        methods.setdefault(method, []).append((model.metrics[forget_key], model.metrics[retain_key], label))
-    return methods, warnings
-
-
 def _write_table(out: Path, stem: str, table: tuple[list[str], list[list[Any]]]) -> list[Path]:
     return [
         write_text_atomic(out / f"{stem}.md", to_markdown(*table)),
@@ -240,7 +227,7 @@ def _write_table(out: Path, stem: str, table: tuple[list[str], list[list[Any]]])
 def _write_pareto(
     out: Path, benchmark: str, models: Sequence[ModelResults], keys: tuple[str, str], thresholds, mode: str
 ) -> list[Path]:
-    from verl.eval.pareto import format_area_table, plot_frontier
+    from verl.eval.pareto import format_area_table, pareto_runs, plot_frontier
 
     methods, warnings = pareto_runs(models, *keys)
     for line in warnings:
@@ -316,6 +303,8 @@ def collect(
         if bench == "rwku":
             written += _write_table(out, "rwku_table1", model_table(models, RWKU_COLUMNS))
             written += _write_table(out, "rule_naturalness", model_table(models, NATURALNESS_COLUMNS))
+            ref = next((m.metrics for m in models if m.name == reference), None)
+            written += write_attack_tables(out, [(m.name, m.metrics) for m in models], ref, reference)
         else:
             written += _write_table(out, "muse_table", model_table(models, MUSE_COLUMNS))
         keys = (forget_key or PARETO_KEYS[bench][0], retain_key or PARETO_KEYS[bench][1])
@@ -361,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", default=None, metavar="NAME",
         help="model to compare against per probe (e.g. the model before unlearning): adds Kept-N (share of the "
-        "neighbour probes it answered that are still answered) and NewRef-F (forget probes it answered, now refused)",
+        "neighbour probes it answered that are still answered) and NewRef-F (forget probes it answered, now refused); "
+        "the attack table's knowledge probe becomes a share of this model's",
     )  # fmt: skip
     return parser
 

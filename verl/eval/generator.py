@@ -1,7 +1,8 @@
 """The one interface every evaluator talks to: generate text, score text, score continuations, next-token logits.
 
 Evaluators build *final* prompt strings (chat template already applied where the benchmark uses one) and
-hand them to a :class:`Generator`; they never touch a model. Two backends:
+hand them to a :class:`Generator`; they never touch a model (except the weight attacks of
+:mod:`verl.eval.attacks`, through :meth:`HFGenerator.editable_weights`). Two backends:
 
 * :class:`HFGenerator` wraps a Hugging Face causal LM (tests, the standalone command, RS, baselines).
 * :class:`CallableGenerator` adapts plain functions, e.g. the trainer's rollout worker group, and can borrow
@@ -22,7 +23,8 @@ BOS handling (per model family, documented because it changes log-probs):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
@@ -156,6 +158,28 @@ class HFGenerator:
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=default_dtype(dtype))
         model.to(device if device is not None else get_torch_device())
         return cls(model, tokenizer, device=device, **kwargs)
+
+    @contextmanager
+    def editable_weights(self) -> Iterator[Any]:
+        """Yield the model for in-place weight changes (the quantization and relearning attacks); on exit,
+        error or not, every parameter and buffer gets its value back (from a host-memory snapshot, so the
+        accelerator holds one copy), as do ``requires_grad`` flags, gradients (cleared) and eval mode."""
+        import torch
+
+        tensors = dict(self.model.named_parameters())
+        tensors.update(self.model.named_buffers())
+        snapshot = {name: t.detach().to("cpu", copy=True) for name, t in tensors.items()}
+        requires_grad = {name: p.requires_grad for name, p in self.model.named_parameters()}
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for name, tensor in tensors.items():
+                    tensor.copy_(snapshot[name])
+            for name, parameter in self.model.named_parameters():
+                parameter.grad = None
+                parameter.requires_grad_(requires_grad[name])
+            self.model.eval()
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, order: list[int], size: int, desc: str):

@@ -19,7 +19,8 @@ retain threshold" (its generator is not released):
   hypervolume dominated by the frontier with reference point ``(0, t)``; it shrinks as ``t`` grows.
 
 :func:`plot_frontier` draws every method's points and staircase (matplotlib, Agg canvas, no pyplot state),
-writes the PNG atomically and returns the area table.
+writes the PNG atomically and returns the area table; :func:`pareto_runs` groups collected models into
+those series (one per method, one point per checkpoint).
 """
 
 from __future__ import annotations
@@ -153,3 +154,19 @@ def plot_frontier(
     with atomic_path(path_png) as tmp:
         figure.savefig(str(tmp), format="png")
     return table
+
+
+def pareto_runs(
+    models: Sequence, forget_key: str, retain_key: str
+) -> tuple[dict[str, list[tuple[float, float, str]]], list[str]]:
+    """``({method: [(forget, retain, checkpoint label), ...]}, warnings)``; models lacking a key are skipped."""
+    methods: dict[str, list[tuple[float, float, str]]] = {}
+    warnings = []
+    for model in models:
+        if forget_key not in model.metrics or retain_key not in model.metrics:
+            warnings.append(f"warning: {model.name!r} has no {forget_key} / {retain_key}; left out of the Pareto plot")
+            continue
+        method = model.method
+        label = model.name[len(method) :].lstrip("/_-") if model.name.startswith(method) else model.name
+        methods.setdefault(method, []).append((model.metrics[forget_key], model.metrics[retain_key], label))
+    return methods, warnings

@@ -68,16 +68,19 @@ def icu_prefix(subject: str) -> str:
     return ICU_TEMPLATE.format(subject=subject)
 
 
-def chat_prompt(tokenizer, content: str, suffix: str = "") -> str:
-    """``content`` as one user turn through the tokenizer's chat template, then ``suffix`` after the header."""
+def conversation_prompt(tokenizer, messages: list[dict], suffix: str = "") -> str:
+    """``messages`` (``{"role", "content"}`` turns) through the tokenizer's chat template with the assistant
+    header of the next turn, then ``suffix`` (the start of that assistant turn, e.g. ``"Answer:"``)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             "RWKU prompts need a chat model: the tokenizer has no chat_template (set tokenizer.chat_template)"
         )
-    templated = tokenizer.apply_chat_template(
-        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-    )
-    return templated + suffix
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + suffix
+
+
+def chat_prompt(tokenizer, content: str, suffix: str = "") -> str:
+    """``content`` as one user turn through the tokenizer's chat template, then ``suffix`` after the header."""
+    return conversation_prompt(tokenizer, [{"role": "user", "content": content}], suffix)
 
 
 def answer_cue(templated: str, cue: str) -> str:
@@ -96,11 +99,16 @@ def probe_content(query: str, level: str, probe_type: str) -> tuple[str, str]:
     return QA_TEMPLATE.format(query=query), ANSWER_SUFFIX
 
 
-def probe_prompt(tokenizer, query: str, level: str, probe_type: str, icu_subject: str | None = None) -> str:
+def probe_user_content(query: str, level: str, probe_type: str, icu_subject: str | None = None) -> tuple[str, str]:
+    """:func:`probe_content` with the ICU instruction prepended to the user content when ``icu_subject`` is set."""
     content, suffix = probe_content(query, level, probe_type)
     if icu_subject is not None:
         content = icu_prefix(icu_subject) + content
-    return chat_prompt(tokenizer, content, suffix)
+    return content, suffix
+
+
+def probe_prompt(tokenizer, query: str, level: str, probe_type: str, icu_subject: str | None = None) -> str:
+    return chat_prompt(tokenizer, *probe_user_content(query, level, probe_type, icu_subject))
 
 
 def mmlu_question_block(question: str, choices: list[str], answer: int | None = None) -> str:

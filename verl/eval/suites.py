@@ -7,7 +7,7 @@ into parts; ``requires`` names suites whose outputs a suite reads (``"naturalnes
 neighbor generations), which :func:`run_suites` runs first when they were not asked for.
 
 RWKU suites: forget, neighbor, boundary, mia, utility (= mmlu, bbh, truthfulqa, triviaqa, fluency),
-naturalness. MUSE suites: muse_verbmem, muse_knowmem, muse_privleak, muse_naturalness.
+naturalness, attacks (prefill, multi-turn, quantization, relearning, knowledge probe; ``verl.eval.attacks``). MUSE suites: muse_verbmem, muse_knowmem, muse_privleak, muse_naturalness.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from verl.eval.attack_config import AttackConfig
 from verl.eval.generator import Generator, SamplingParams
 from verl.utils.registry import Registry
 
 BENCHMARKS = ("rwku", "muse")
-_BUILTIN_MODULES = ("verl.eval.rwku", "verl.eval.mia", "verl.eval.utility", "verl.eval.muse", "verl.eval.naturalness")
+_BUILTIN_MODULES = (
+    "verl.eval.rwku", "verl.eval.mia", "verl.eval.utility", "verl.eval.muse", "verl.eval.naturalness",
+    "verl.eval.attacks",
+)  # fmt: skip
 
 
 @dataclass
@@ -45,6 +49,8 @@ class EvalOptions:
     max_new_tokens_cap: upper bound on every suite's max_new_tokens (debugging / smoke runs only).
     skip_missing: a suite whose file is missing is skipped (reason in the result's "skipped") instead of
         raising FileNotFoundError, and so are suites requiring it (e.g. utility files exist only for some targets).
+    attack: settings of the ``attacks`` suite, the fields of :class:`verl.eval.attack_config.AttackConfig`
+        (e.g. ``{"attacks": "prefill,quant4", "relearn_steps": 4}``); checked here.
     """
 
     icu: bool = False
@@ -59,6 +65,7 @@ class EvalOptions:
     generation_overrides: dict = field(default_factory=dict)
     max_new_tokens_cap: Optional[int] = None
     skip_missing: bool = False
+    attack: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_probes is not None and self.max_probes < 1:
@@ -71,6 +78,7 @@ class EvalOptions:
         unknown = set(self.generation_overrides) - allowed
         if unknown:
             raise ValueError(f"unknown generation_overrides {sorted(unknown)}; allowed: {sorted(allowed)}")
+        AttackConfig.from_mapping(self.attack)
 
     @classmethod
     def from_any(cls, options: Union[EvalOptions, Mapping[str, Any], None]) -> EvalOptions:
