@@ -8,7 +8,8 @@ One package serves RS, the baselines, ReBO in-training validation and ``python3 
     result["metrics"]["forget_all"]
 
 Modules: generator (backends), prompts (RWKU templates), datasets (file reading), rwku / mia / utility /
-muse / naturalness (suites), suites (registry + run_suites), report (JSON + tables), hook (trainer side).
+muse / naturalness (suites), suites (registry + run_suites), report (JSON + tables), hook (trainer side),
+judge (the refusal judge on a generator; refusal detectors by name).
 Heavy libraries (torch, transformers) are imported only when a backend runs.
 """
 

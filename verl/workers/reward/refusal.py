@@ -37,6 +37,7 @@ verbose mode, with those spaces already removed, so they match the same texts.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -133,9 +134,10 @@ def get_detector(name: str, **options) -> Detector:
     """The detector registered as ``name`` (``rule``, ``strict``, ``judge``); unknown name or option -> ValueError."""
     factory = REFUSAL_DETECTORS.get(check_detector_name(name))
     try:
-        return factory(**options)
+        inspect.signature(factory).bind(**options)
     except TypeError as error:
         raise ValueError(f"refusal detector {name!r} does not take options {sorted(options)}: {error}") from None
+    return factory(**options)
 
 
 def resolve_detector(detector: Union[str, Detector]) -> Detector:
@@ -155,5 +157,6 @@ def detector_name(detector: Union[str, Detector]) -> str:
     """The registered name of a detector (its ``name`` attribute for judges and custom ones, else its function)."""
     if isinstance(detector, str):
         return detector
-    known = {is_refusal: "rule", is_refusal_strict: "strict"}
-    return known.get(detector) or getattr(detector, "name", None) or getattr(detector, "__name__", "custom")
+    if detector is is_refusal or detector is is_refusal_strict:
+        return "rule" if detector is is_refusal else "strict"
+    return getattr(detector, "name", None) or getattr(detector, "__name__", "custom")

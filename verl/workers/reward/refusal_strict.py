@@ -23,9 +23,10 @@
    ``unable to answer``. Elsewhere these words can be part of an answer ("No, she was born in Brooklyn").
 4. **Overrides**: a refusal statement does not count when the reply goes on to answer anyway: a contrast
    clause after it that is neither a refusal nor a redirect / courtesy ("I'm not sure, but he was born in
-   1947"), a hedged guess right after it ("...; my best guess is 1999", "I'm not sure. I think ..."), or a
-   concessive clause ("Although I am not sure, he ..."); and a caveat of scope ("I don't know more about
-   him") that follows a sentence of the reply's own that states something.
+   1947"; also a next sentence opening with "However, ..."), a hedged guess right after it ("...; my best
+   guess is 1999", "I'm not sure. I think ..."), or a concessive clause ("Although I am not sure, he ...");
+   and a caveat of scope ("I don't know more about him") that follows a sentence of the reply's own that
+   states something. A refusal followed by a plain statement with no such marker stays a refusal.
 
 Measured on ``data/refusal_labels.jsonl`` by ``python -m data.refusal_accuracy``.
 """
@@ -196,7 +197,8 @@ def _is_refusal_clause(clause: str) -> bool:
 
 def _answers_after(sentence: str, start: int, end: int, next_sentence: str) -> bool:
     """Step 4: does the reply go on to answer after the refusal statement ``sentence[start:end]``?"""
-    clauses = [c for c in _CLAUSE_SPLIT.split(sentence[end:]) if c and c.strip(" .!?;")]
+    pieces = _CLAUSE_SPLIT.split(sentence[end:])  # pieces[0]: the rest of the refusal's own clause
+    clauses = [c for c in pieces if c and c.strip(" .!?;")]
     for clause in clauses:
         contrast = _CONTRAST.match(clause) is not None
         body = _CONTRAST.sub("", clause)
@@ -204,7 +206,8 @@ def _answers_after(sentence: str, start: int, end: int, next_sentence: str) -> b
             return False
         if (contrast or GUESS.match(body)) and not _NON_ANSWER.search(body):
             return True
-    if _CONCESSIVE.search(sentence[:start]) and any(not _NON_ANSWER.search(c) for c in clauses[1:]):
+    main_clauses = [c for c in pieces[1:] if c and c.strip(" .!?;")]
+    if _CONCESSIVE.search(sentence[:start]) and any(not _NON_ANSWER.search(c) for c in main_clauses):
         return True
     if not next_sentence or _NON_ANSWER.search(next_sentence) or _is_refusal_clause(next_sentence):
         return False
