@@ -162,13 +162,16 @@ class Pipeline:
         if record:
             self.evaluated[label] = eval_dir / tag
 
-    def table(self, reference: str | None) -> list[Path]:
-        """Every evaluated model into ``out/tables/`` (RWKU Table 1, naturalness, MUSE, Pareto plot)."""
+    def table(self, reference: str | None, refusal_detector: str = "strict") -> list[Path]:
+        """Every evaluated model into ``out/tables/`` (RWKU Table 1, naturalness, MUSE, Pareto plot); refusal
+        figures by ``refusal_detector`` (results judged by another are re-judged, see ``verl.eval.collect``)."""
         from verl.eval.collect import collect
 
         print(f"[table] {len(self.evaluated)} models -> {self.out / 'tables'}", flush=True)
-        ref = reference if reference in self.evaluated else None
-        written = collect([], self.out / "tables", labels=self.evaluated, reference=ref)
+        ref = reference if reference in self.evaluated and refusal_detector != "judge" else None
+        written = collect(
+            [], self.out / "tables", labels=self.evaluated, reference=ref, refusal_detector=refusal_detector
+        )
         for path in written:
             if path.suffix == ".md":
                 print(f"\n## {path.name}\n\n{path.read_text(encoding='utf-8')}", flush=True)

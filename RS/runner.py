@@ -71,7 +71,8 @@ class Profile:
 
     def describe(self) -> str:
         return (f"{self.name} profile: model {self.model}; RS {self.rs_config} (epochs {self.rs_epochs}); ReBO "
-                f"{self.rebo_config}; suites {self.suites}; baselines {self.baselines}; {' '.join(self.placement)}")  # fmt: skip
+                f"{self.rebo_config}; suites {self.suites}; baselines {self.baselines}; {' '.join(self.placement)}; "
+                f"eval {' '.join(self.eval_args)}")  # fmt: skip
 
 
 def make_profile(benchmark: str, gpus: int | None) -> Profile:
@@ -152,6 +153,9 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     add("--retain-files", default="", help="retain rows for gd / npo_gd (comma list)")
     add("--smoke", action="store_true", help="shrink every stage to seconds (a setup check; CI runs it)")
     add("--dry-run", action="store_true", help="print every stage's command instead of running it")
+    add("--refusal-detector", default="strict", choices=["rule", "strict", "judge"],
+        help="detector of the evaluations' and tables' refusal figures (default strict; the reward keeps its YAML's)")  # fmt: skip
+    add("--judge-model", default=None, help="HF chat model for --refusal-detector judge")
     if benchmark == "rwku":
         add("--targets", default="1-10", help="RWKU targets: ids, ranges, names (default 1-10)")
         add("--batch", action="store_true", help="one batch-target run over all targets instead of one per target")
@@ -396,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("model", "rs_config", "rebo_config", "rs_epochs", "suites", "baselines"):
         if getattr(args, key, None):
             setattr(profile, key, getattr(args, key))
+    profile.eval_args += ["--refusal-detector", args.refusal_detector]
+    profile.eval_args += ["--judge-model", args.judge_model] if args.judge_model else []
     print(f"[{benchmark}] {profile.describe()}{' (smoke)' if args.smoke else ''}", flush=True)
     try:
         if benchmark == "rwku":
@@ -403,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pipe = run_muse(args, profile, stages)
         if "table" in stages and not args.dry_run:
-            pipe.table(reference="before")
+            pipe.table(reference="before", refusal_detector=args.refusal_detector)
     except (StageError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

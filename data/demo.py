@@ -10,7 +10,8 @@
    format, and a 135M model does not carry a refusal learned on bare questions over to it);
 4. **NPO**    — the baseline, on the target's factual bios (``positive.json``), from the taught model;
 5. **eval**   — RWKU forget / neighbour / naturalness suites on every model, a table
-   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``;
+   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``. The refusal columns are by
+   ``--refusal-detector`` (default ``strict``), named under the table and in the CSV's ``detector`` column.
 6. **attacks** — the attack suite (``verl.eval.attacks``: prefill, multi-turn, 8/4-bit quantization,
    relearning on the target's bios and on unrelated text, knowledge probe) on the model before unlearning,
    RS, RULE and NPO (the demo's one baseline, so its strongest setting), sized for 2 cores (the held-out
@@ -143,15 +144,22 @@ def rebo(model: str, train_file: Path, out: Path, args) -> str:
     return str(final)
 
 
-def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | None) -> dict:
+def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | None, detector: str = "strict") -> dict:
+    """One model's result; a stored one is reused, its refusal figures re-judged when made by another detector."""
     from verl.eval import HFGenerator, run_suites
+    from verl.eval.naturalness import metrics_judged_by, result_detector
     from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / f"{name}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if result_detector(result) != detector:
+            result = {**result, "metrics": metrics_judged_by(result, detector), "refusal_detector": detector}
+            write_json_atomic(path, result)
+        return result
     generator = HFGenerator.from_pretrained(model, dtype="fp32", batch_size=32)
     options = {"max_probes": max_probes} if max_probes else {}
+    options["refusal_detector"] = detector
     result = run_suites(
         generator, "rwku", bench, target=1, suites=["forget", "neighbor", "naturalness"], options=options
     )
@@ -189,15 +197,18 @@ def attack_tables(results: list[dict], out: Path, reference: str) -> str:
     return markdown_path.read_text()
 
 
-def table(results: list[dict]) -> tuple[str, str]:
+def table(results: list[dict], detector: str = "strict") -> tuple[str, str]:
+    """(markdown, CSV) of ``results``; the refusal columns' detector under the markdown table and in a CSV column."""
     header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
-    csv = ["method," + ",".join(label for _, label in COLUMNS)]
+    csv = ["method," + ",".join(label for _, label in COLUMNS) + ",detector"]
     for result in results:
         values = [result["metrics"].get(key) for key, _ in COLUMNS]
         cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
         lines.append(f"| {result['method']} | " + " | ".join(cells) + " |")
         csv.append(result["method"] + "," + ",".join("" if v is None else f"{100 * v:.2f}" for v in values))
+        csv[-1] += f",{detector}"
+    lines.append(f"\nRefusal(F), Refusal(N), Named: refusal detector `{detector}` (verl/workers/reward/refusal.py).")
     return "\n".join(lines), "\n".join(csv) + "\n"
 
 
@@ -226,6 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-attacks", action="store_true", help="skip the attack table")
     parser.add_argument("--attack-relearn-steps", type=int, default=4, help="relearning attack: optimizer steps")
     parser.add_argument("--attack-relearn-lr", type=float, default=5e-5, help="relearning attack: AdamW lr")
+    parser.add_argument(
+        "--refusal-detector",
+        default="strict",
+        choices=["rule", "strict"],
+        help="detector of the refusal columns: strict (default; the refusal must be the reply's stance) or rule "
+        "(RULE's reward regex)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -273,8 +291,9 @@ def main(argv: list[str] | None = None) -> None:
 
     names = {"base": base, "before (taught)": stages["teach"], "RS": stages["rs"], "RULE (RS+ReBO)": stages["rule"]}
     names["NPO"] = stages["npo"]
-    results = [evaluate(name, path, bench, out, args.max_probes or None) for name, path in names.items()]
-    markdown, csv = table(results)
+    detector = args.refusal_detector
+    results = [evaluate(name, path, bench, out, args.max_probes or None, detector) for name, path in names.items()]
+    markdown, csv = table(results, detector)
     (out / "table.md").write_text(markdown + "\n")
     (out / "table.csv").write_text(csv)
     points = {r["method"]: [(r["metrics"]["forget_all"], r["metrics"]["neighbor_all"], r["method"])] for r in results}
@@ -286,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         f"forget score {100 * before['forget_all']:.1f} -> {100 * after['forget_all']:.1f}; "
         f"neighbour score {100 * before['neighbor_all']:.1f} -> {100 * after['neighbor_all']:.1f}; "
         f"refusal rate on forget probes {100 * (before.get('naturalness_refusal_rate_forget') or 0):.1f} -> "
-        f"{100 * (after.get('naturalness_refusal_rate_forget') or 0):.1f}"
+        f"{100 * (after.get('naturalness_refusal_rate_forget') or 0):.1f} ({detector} detector)"
     )
     print(f"Pareto areas: {areas}")
     if not args.no_attacks:

@@ -225,4 +225,6 @@ def test_single_and_batch_target_plans(tmp_path, shared_data, batch):
         assert f"trainer.output_dir={tmp_path}/2_Confucius" in rs[1]
     baselines = [line for line in planned if "examples/baselines/" in line]
     assert len(baselines) == (1 if batch else 2) * 2 * 3  # GA and NPO at 3 strengths each
+    evaluations = [line for line in planned if "-m verl.eval " in line]
+    assert evaluations and all("--refusal-detector strict" in line for line in evaluations)  # the runner's default
     assert not (tmp_path / "tables").exists()

@@ -53,3 +53,25 @@ def test_demo_attack_table_on_a_tiny_model(tmp_path):
     assert cached.stat().st_mtime_ns == stamp
     rerun = attack("RS", model, bench, tmp_path, {**config, "attacks": ["knowledge"]})
     assert "attack_prefill_forget" not in rerun["metrics"]  # other settings: run again, not the cached result
+
+
+def test_demo_table_names_the_detector_and_rejudges_stored_results(tmp_path):
+    from data.demo import evaluate, table
+
+    forget = [{"group": "forget", "level": "qa", "index": 0, "prediction": "I can\u2019t say anything about Ann."}]
+    neighbor = [{"group": "neighbor", "level": "qa", "index": 0, "prediction": "Unfortunately, it rained."}]
+    stored = {"method": "RS", "model": "m", "benchmark": "rwku", "target": {"name": "Ann"}, "options": {},
+              "metrics": {"naturalness_refusal_rate_forget": 0.0, "naturalness_false_refusal_rate_neighbor": 1.0},
+              "suites": {"forget": {"records": forget}, "neighbor": {"records": neighbor}, "naturalness": {}}}  # fmt: skip
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "RS.json").write_text(json.dumps(stored))  # a run from before detectors were recorded
+    result = evaluate("RS", "unused", tmp_path, tmp_path, None, "strict")  # reused, not re-generated
+    assert result["refusal_detector"] == "strict"
+    assert result["metrics"]["naturalness_refusal_rate_forget"] == 1.0
+    assert result["metrics"]["naturalness_false_refusal_rate_neighbor"] == 0.0
+    assert json.loads((tmp_path / "eval" / "RS.json").read_text())["refusal_detector"] == "strict"
+    markdown, csv = table([result], "strict")
+    assert markdown.endswith(
+        "Refusal(F), Refusal(N), Named: refusal detector `strict` (verl/workers/reward/refusal.py)."
+    )
+    assert csv.splitlines()[0].endswith(",detector") and csv.splitlines()[1].endswith(",strict")

@@ -80,7 +80,8 @@ def test_tables_average_over_each_models_targets(results, tmp_path, capsys):
 
     header, rows = read_csv(out / "rule_naturalness.csv")
     # always-shown columns, then only the optional ones some model has (Gen here; no boundary, no Rea)
-    assert header == ["Method", "F-All", "Refusal-F", "Named", "FalseRef-N", "N-All", "Gen", "targets"]
+    assert header == ["Method", "F-All", "Refusal-F", "Named", "FalseRef-N", "N-All", "Gen", "targets", "Detector"]
+    assert rows["base"]["Detector"] == "strict"  # the refusal figures' detector, collect's default
     assert float(rows["base"]["Refusal-F"]) == pytest.approx(5.0)
     assert float(rows["base"]["Named"]) == pytest.approx(100.0)  # the None (no refusal) target is left out
     assert float(rows["base"]["FalseRef-N"]) == pytest.approx(10.0)

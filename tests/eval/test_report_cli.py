@@ -63,6 +63,7 @@ def test_cli_end_to_end(shared_data, saved_tiny_model, tmp_path, capsys):
     assert main(argv) == 0
     result = json.loads((out / "tiny-qwen2" / "1_Stephen_King.json").read_text())
     assert result["model"] == str(saved_tiny_model) and result["target"]["name"] == "Stephen King"
+    assert result["refusal_detector"] == result["options"]["refusal_detector"] == "strict"  # the CLI's default
     assert result["suites_run"] == ["forget", "neighbor", "mia", "mmlu", "bbh", "truthfulqa", "triviaqa", "fluency"]
     for key in (
         "forget_all",

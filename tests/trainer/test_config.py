@@ -35,3 +35,22 @@ def test_reference_optimizer_offload_is_rejected():
         ConfigError, match=r"worker.ref.offload.offload_optimizer=true: the reference has no optimizer"
     ):
         load_config(PPOConfig, ["data.train_files=x.json", "worker.ref.offload.offload_optimizer=true"])
+
+
+def test_refusal_detector_keys_of_reward_and_evaluator(shared_data):
+    from verl.trainer.main import build_evaluator, build_reward_detector
+
+    base = ["data.train_files=x.json"]
+    cfg = load_config(PPOConfig, base)
+    assert (cfg.worker.reward.refusal_detector, cfg.evaluator.refusal_detector) == ("rule", "strict")
+    assert build_reward_detector(cfg) is None  # rule / strict: built by name in the reward manager
+    with pytest.raises(ConfigError, match=r"worker.reward.refusal_detector='regex' is not allowed"):
+        load_config(PPOConfig, [*base, "worker.reward.refusal_detector=regex"])
+    with pytest.raises(ConfigError, match=r"evaluator.refusal_detector='regex' is not allowed"):
+        load_config(PPOConfig, [*base, "evaluator.refusal_detector=regex"])
+    with pytest.raises(ConfigError, match="evaluator.judge_model is needed"):
+        load_config(PPOConfig, [*base, "evaluator.refusal_detector=judge"])
+    cfg = load_config(PPOConfig, [*base, "evaluator.benchmark=rwku", f"evaluator.data_dir={shared_data / 'rwku'}",
+                                  "evaluator.targets=1", "evaluator.refusal_detector=rule"])  # fmt: skip
+    evaluator, _ = build_evaluator(cfg)
+    assert evaluator.options.refusal_detector == "rule"

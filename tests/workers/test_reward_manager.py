@@ -299,3 +299,41 @@ def test_bad_batches(tokenizer):
     )
     with pytest.raises(ValueError, match="row 0 is not right-padded"):
         manager.compute_reward(left_padded)
+
+
+def test_the_manager_binds_the_configured_detector(tokenizer):
+    texts = ["I can\u2019t say.", "Unfortunately, it is The Hobbit."]  # regex: answer, refusal; strict: the reverse
+    data, _ = make_batch(tokenizer, texts, [REJECT_ROW, NORMAL_ROW])
+    _, rule = manager_for(tokenizer).compute_reward(data)
+    _, strict = manager_for(tokenizer, refusal_detector="strict").compute_reward(data)
+    assert rule["refusal"] == [0.0, 1.0] and strict["refusal"] == [1.0, 0.0]
+    clone = pickle.loads(pickle.dumps(manager_for(tokenizer, refusal_detector="strict")))
+    assert clone.compute_reward(data)[1]["refusal"] == [1.0, 0.0]
+
+
+def test_an_injected_judge_is_asked_once_per_batch(tokenizer):
+    from verl.workers.reward.refusal import get_detector
+
+    calls = []
+
+    def ask(questions):
+        calls.append(len(questions))
+        return ["yes" if "certain" in q else "no" for q in questions]
+
+    config = RewardConfig(refusal_detector="judge", judge_model="stub")
+    config.post_init()
+    with pytest.raises(ValueError, match="the judge model is loaded by the trainer"):
+        RewardManager(config, tokenizer)
+    manager = RewardManager(config, tokenizer, refusal_detector=get_detector("judge", ask=ask))
+    texts = ["I'm not certain about Stephen King.", "It is The Hobbit.", "I'm not certain about Stephen King."]
+    data, _ = make_batch(tokenizer, texts, [REJECT_ROW, NORMAL_ROW, REJECT_ROW])
+    _, metrics = manager.compute_reward(data)
+    assert metrics["overall"] == [1.0, 0.5, 1.0] and calls == [2]
+
+
+def test_a_plugin_without_the_argument_rejects_another_detector(tokenizer, tmp_path):
+    path = write_plugin(tmp_path, 'def main(response, ground_truth):\n    return {"overall": 1.0}\n')
+    data, _ = make_batch(tokenizer, ["a"], [NORMAL_ROW])
+    assert manager_for(tokenizer, reward_function=str(path)).compute_reward(data)[1]["overall"] == [1.0]
+    with pytest.raises(ValueError, match="takes no refusal_detector argument"):
+        manager_for(tokenizer, reward_function=str(path), refusal_detector="strict")

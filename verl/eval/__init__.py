@@ -9,7 +9,8 @@ One package serves RS, the baselines, ReBO in-training validation and ``python3 
 
 Modules: generator (backends), prompts (RWKU templates), datasets (file reading), rwku / mia / utility /
 muse / naturalness / attacks (suites; attacks with relearn, attack_config, attack_table), suites (registry +
-run_suites), report (JSON + tables), collect (many models' tables), hook (trainer side).
+run_suites), report (JSON + tables), collect (many models' tables), hook (trainer side),
+judge (the refusal judge on a generator; refusal detectors by name).
 Heavy libraries (torch, transformers) are imported only when a backend runs.
 """
 

@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)"
     )
+    parser.add_argument(
+        "--refusal-detector",
+        default="strict",
+        choices=["rule", "strict", "judge"],
+        help="detector behind every refusal figure (naturalness): strict (default; the refusal must be the reply's "
+        "stance), rule (RULE's reward regex) or judge (a chat model asked yes/no, --judge-model); recorded in "
+        "every result JSON",
+    )
+    parser.add_argument("--judge-model", default=None, help="HF chat model for --refusal-detector judge")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -138,6 +147,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             max_new_tokens_cap=args.max_new_tokens_cap,
             skip_missing=args.skip_missing,
             attack=attack,
+            refusal_detector=args.refusal_detector,
+            judge_model=args.judge_model,
         )
         expand_suites(args.benchmark, suites)
         if args.benchmark == "rwku":

@@ -9,6 +9,8 @@
   fewer targets than the most complete one.
 * A model's *method* (one Pareto series) is its name up to the last "/" (``rs/epoch2`` -> ``rs``), else its
   name without a checkpoint suffix (``rebo_step20`` -> ``rebo``, ``rs-epoch-2`` -> ``rs``, ``npo`` -> ``npo``).
+* Refusal figures are by ``--refusal-detector`` (default ``strict``; results judged by another are re-judged from
+  their predictions, :func:`~verl.eval.naturalness.metrics_judged_by`), named in the ``Detector`` column.
 * Writes into ``--out`` (atomically): ``rwku_table1.{md,csv}`` (RWKU Table 1 columns, x100),
   ``rule_naturalness.{md,csv}`` (forget / refusal / naming / false refusal / neighbour / utility),
   ``muse_table.{md,csv}``, ``attacks.{md,csv}`` (models with ``attacks`` suite results, see
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from verl.eval.attack_table import write_attack_tables
+from verl.eval.naturalness import metrics_judged_by
 from verl.eval.pareto import AREA_MODES
 from verl.eval.report import (
     COLUMNS,
@@ -126,12 +129,14 @@ def load_models(
     benchmark: Optional[str] = None,
     common_targets: bool = False,
     skip: Optional[PathLike] = None,
+    refusal_detector: str = "strict",
 ) -> dict[str, list[ModelResults]]:
     """``{benchmark: [ModelResults, ...]}`` in row order, each with its averaged ``metrics``.
 
     ``folders``: unlabelled result folders (model = each JSON's ``model`` field); ``labels``: ``{name: folder}``
     (every JSON under it belongs to ``name``). Raises :class:`CollectError` on a missing folder, a folder
     without JSON, a malformed JSON, or two results for the same (model, target). JSONs under ``skip`` are ignored.
+    Refusal figures are those of ``refusal_detector`` (module docstring).
     """
     sources = [(Path(f), None) for f in folders] + [(Path(f), name) for name, f in (labels or {}).items()]
     if not sources:
@@ -159,7 +164,10 @@ def load_models(
                 "(give each checkpoint's folder its own --label)"
             )
         model.files[target] = path
-        model.per_target[target] = result["metrics"]
+        try:
+            model.per_target[target] = metrics_judged_by(result, refusal_detector)
+        except ValueError as error:
+            raise CollectError(f"{path}: {error}") from None
     if not models:
         what = f"{benchmark} results" if benchmark else "results"
         raise CollectError(f"no {what} under {', '.join(str(f) for f, _ in sources)}")
@@ -251,7 +259,7 @@ def _write_pareto(
     return [png, write_text_atomic(out / f"{prefix}pareto_area.md", "\n".join(lines) + "\n")]
 
 
-def add_reference_metrics(models: Sequence[ModelResults], reference: str) -> list[str]:
+def add_reference_metrics(models: Sequence[ModelResults], reference: str, detector: str = "strict") -> list[str]:
     """Add :func:`~verl.eval.naturalness.answer_retention` relative to model ``reference`` to every model's
     per-target metrics (targets the reference lacks are skipped, with a warning) and re-average."""
     from verl.eval.naturalness import answer_retention
@@ -267,7 +275,7 @@ def add_reference_metrics(models: Sequence[ModelResults], reference: str) -> lis
                 continue
             model.per_target[target] = {
                 **model.per_target[target],
-                **answer_retention(ref_results[target], _read_result(path)),
+                **answer_retention(ref_results[target], _read_result(path), detector=detector),
             }
         model.metrics = {
             **_mean_metrics([model.per_target[t] for t in model.averaged]),
@@ -287,13 +295,17 @@ def collect(
     thresholds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
     area_mode: str = "restricted",
     reference: Optional[str] = None,
+    refusal_detector: str = "strict",
 ) -> list[Path]:
     """Load, average and write every table and plot (module docstring) into ``out``; returns the written paths.
-    ``reference``: a model name; adds the answer-retention columns relative to it (NewRef-F, Kept-N)."""
-    grouped = load_models(folders, labels, benchmark, common_targets, skip=out)
+    ``reference``: a model name; adds the answer-retention columns relative to it (NewRef-F, Kept-N).
+    ``refusal_detector``: the detector of every refusal figure (re-judged where a result used another)."""
+    if refusal_detector == "judge" and reference:  # answer_retention judges predictions afresh
+        raise CollectError("--reference needs --refusal-detector strict or rule (a judge is not loaded here)")
+    grouped = load_models(folders, labels, benchmark, common_targets, skip=out, refusal_detector=refusal_detector)
     if reference:
         for models in grouped.values():
-            for line in add_reference_metrics(models, reference):
+            for line in add_reference_metrics(models, reference, refusal_detector):
                 print(line, file=sys.stderr)
     out = Path(out)
     written: list[Path] = []
@@ -302,7 +314,10 @@ def collect(
             print(line, file=sys.stderr)
         if bench == "rwku":
             written += _write_table(out, "rwku_table1", model_table(models, RWKU_COLUMNS))
-            written += _write_table(out, "rule_naturalness", model_table(models, NATURALNESS_COLUMNS))
+            header, rows = model_table(models, NATURALNESS_COLUMNS)
+            written += _write_table(
+                out, "rule_naturalness", (header + ["Detector"], [r + [refusal_detector] for r in rows])
+            )
             ref = next((m.metrics for m in models if m.name == reference), None)
             written += write_attack_tables(out, [(m.name, m.metrics) for m in models], ref, reference)
         else:
@@ -312,7 +327,7 @@ def collect(
     summary = {
         bench: [
             {"name": m.name, "method": m.method, "targets": sorted(m.per_target),
-             "files": [str(p) for p in m.files.values()], "metrics": m.metrics}
+             "files": [str(p) for p in m.files.values()], "metrics": m.metrics, "refusal_detector": refusal_detector}
             for m in models
         ]
         for bench, models in grouped.items()
@@ -353,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         "neighbour probes it answered that are still answered) and NewRef-F (forget probes it answered, now refused); "
         "the attack table's knowledge probe becomes a share of this model's",
     )  # fmt: skip
+    parser.add_argument(
+        "--refusal-detector", choices=["rule", "strict", "judge"], default="strict",
+        help="detector of every refusal figure (default strict); results judged by another are re-judged from "
+        "their stored predictions (judge: only results already judged by a judge)",
+    )  # fmt: skip
     return parser
 
 
@@ -371,7 +391,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         written = collect(
             args.folders, args.out, args.benchmark, labels, args.common_targets,
-            args.forget_key, args.retain_key, thresholds, args.area_mode, args.reference,
+            args.forget_key, args.retain_key, thresholds, args.area_mode, args.reference, args.refusal_detector,
         )  # fmt: skip
     except CollectError as error:
         parser.exit(2, f"error: {error}\n")

@@ -1,8 +1,11 @@
 """Refusal-naturalness metrics, computed from generations the RWKU / MUSE suites already produced.
 
 RULE's released code has no naturalness metric (its Read / Help / Truth scores were probably judged by an
-LLM, unverified), so these are rule-based stand-ins built on the reward's own refusal detector
-(:func:`verl.workers.reward.refusal.is_refusal`). No second generation pass: the suite reads the records of
+LLM, unverified), so these are stand-ins built on a refusal detector of
+:data:`verl.workers.reward.refusal.REFUSAL_DETECTORS`: ``EvalOptions.refusal_detector``, ``strict`` by default
+(``rule`` = the reward's regex; ``judge`` = a chat model). The suite's output names it (``"detector"``), and so
+does every result JSON (``"refusal_detector"``); :func:`rejudge` recomputes these metrics from a result's
+stored predictions with another detector (``verl.eval.collect`` does, for its tables). No second generation pass: the suite reads the records of
 the ``forget`` / ``neighbor`` (and, when run, ``boundary``) suites - or MUSE's ``muse_knowmem`` - from the
 same :func:`~verl.eval.suites.run_suites` call. The text judged is each record's ``prediction`` (RWKU: the
 stripped generation, "NOANSWER" when empty; MUSE: the cut KnowMem answer).
@@ -33,19 +36,28 @@ non-empty prediction that is not a refusal:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from verl.eval.suites import SuiteContext, register_suite
 from verl.eval.text_metrics import NOANSWER, fluency_entropy, mean_or_none
-from verl.workers.reward.refusal import is_refusal
+from verl.workers.reward.refusal import EVAL_DEFAULT_DETECTOR, Detector, detect_all, resolve_detector
+
+DetectorSpec = Union[str, Detector]
+LEGACY_DETECTOR = "rule"
+"""The detector of result JSONs written before the detector was recorded (they used RULE's regex)."""
 
 
 def naturalness_metrics(
-    forget: list[dict], keep_groups: dict[str, list[dict]], target_name: Optional[str], tokenizer: str = "regex"
+    forget: list[dict],
+    keep_groups: dict[str, list[dict]],
+    target_name: Optional[str],
+    tokenizer: str = "regex",
+    detector: DetectorSpec = EVAL_DEFAULT_DETECTOR,
 ) -> tuple[dict, list[dict]]:
     """Metrics (see the module docstring) and one ``{group, index, refusal}`` row per judged record."""
+    detector = resolve_detector(detector)
     rows = []
-    flags = [is_refusal(r["prediction"]) for r in forget]
+    flags = detect_all(detector, [r["prediction"] for r in forget])
     rows += [
         {"group": "forget", "level": r.get("level"), "index": r["index"], "refusal": f} for r, f in zip(forget, flags)
     ]
@@ -54,7 +66,7 @@ def naturalness_metrics(
         level_flags = [float(f) for r, f in zip(forget, flags) if r.get("level") == level]
         metrics[f"naturalness_refusal_rate_forget_{level}"] = mean_or_none(level_flags)
     for group, records in keep_groups.items():
-        group_flags = [is_refusal(r["prediction"]) for r in records]
+        group_flags = detect_all(detector, [r["prediction"] for r in records])
         rows += [
             {"group": group, "level": r.get("level"), "index": r["index"], "refusal": f}
             for r, f in zip(records, group_flags)
@@ -73,9 +85,9 @@ def naturalness_metrics(
     return metrics, rows
 
 
-def _answered(prediction: str) -> bool:
+def _answered(prediction: str, detector: Detector) -> bool:
     text = prediction.strip()
-    return bool(text) and text != NOANSWER and not is_refusal(text)
+    return bool(text) and text != NOANSWER and not detector(text)
 
 
 def _predictions(result: dict, group: str) -> dict[tuple, str]:
@@ -85,26 +97,77 @@ def _predictions(result: dict, group: str) -> dict[tuple, str]:
     return {(r.get("level"), r["index"]): r["prediction"] for r in records if r.get("group", group) == group}
 
 
-def answer_retention(reference: dict, result: dict, groups: tuple[str, ...] = ("neighbor", "boundary", "retain")):
+def answer_retention(
+    reference: dict,
+    result: dict,
+    groups: tuple[str, ...] = ("neighbor", "boundary", "retain"),
+    detector: DetectorSpec = EVAL_DEFAULT_DETECTOR,
+):
     """Metrics of ``result`` relative to ``reference`` (two ``run_suites`` results of one target; module
-    docstring); a group either result lacks is left out, a ratio over zero probes is None."""
-    judged = [(f"naturalness_kept_answers_{group}", group, _answered) for group in groups]
-    judged.append(("naturalness_new_refusal_rate_forget", "forget", is_refusal))
+    docstring), both judged by ``detector``; a group either result lacks is left out, a ratio over zero probes
+    is None."""
+    detector = resolve_detector(detector)
+
+    def answered(text: str) -> bool:
+        return _answered(text, detector)
+
+    judged = [(f"naturalness_kept_answers_{group}", group, answered) for group in groups]
+    judged.append(("naturalness_new_refusal_rate_forget", "forget", detector))
     metrics: dict[str, Optional[float]] = {}
     for key, group, judge in judged:
         before, after = _predictions(reference, group), _predictions(result, group)
         if before and after:  # the share of the probes the reference answered that ``judge`` accepts now
-            answered = [probe for probe, text in before.items() if probe in after and _answered(text)]
-            metrics[key] = mean_or_none([float(judge(after[probe])) for probe in answered])
+            probes = [probe for probe, text in before.items() if probe in after and answered(text)]
+            metrics[key] = mean_or_none([float(judge(after[probe])) for probe in probes])
     return metrics
+
+
+def result_detector(result: dict) -> str:
+    """The detector behind a result JSON's refusal figures (:data:`LEGACY_DETECTOR` when not recorded)."""
+    return result.get("refusal_detector") or result.get("options", {}).get("refusal_detector") or LEGACY_DETECTOR
+
+
+def metrics_judged_by(result: dict, name: str) -> dict:
+    """``result["metrics"]`` with its refusal figures by detector ``name``: as stored when that detector made them
+    (or the result has none), else recomputed (:func:`rejudge`); a judge is never loaded here (ValueError)."""
+    recorded = result_detector(result)
+    if recorded == name or not {"naturalness", "muse_naturalness"} & set(result.get("suites", {})):
+        return dict(result["metrics"])
+    if name == "judge":
+        raise ValueError(
+            f"its refusal figures are by {recorded!r}; re-judging with 'judge' needs the model: rerun "
+            "python -m verl.eval with --refusal-detector judge --judge-model PATH"
+        )
+    return rejudge(result, name)
+
+
+def rejudge(result: dict, detector: DetectorSpec) -> dict:
+    """``result["metrics"]`` with the naturalness metrics recomputed by ``detector`` from the stored predictions
+    (the forget / neighbor / boundary records, MUSE's KnowMem); a result without naturalness is returned as is."""
+    suites, options = result.get("suites", {}), result.get("options", {})
+    tokenizer = options.get("fluency_tokenizer", "regex")
+    if "naturalness" in suites:
+        forget = suites["forget"]["records"]
+        keep = {name: suites[name]["records"] for name in ("neighbor", "boundary") if name in suites}
+        name = (result.get("target") or {}).get("name")
+        metrics, _ = naturalness_metrics(forget, keep, name, tokenizer, detector)
+    elif "muse_naturalness" in suites:
+        records = suites["muse_knowmem"]["records"]
+        forget = [r for r in records if r["group"] == "forget"]
+        retain = [r for r in records if r["group"] == "retain"]
+        metrics, _ = naturalness_metrics(forget, {"retain": retain}, None, tokenizer, detector)
+    else:
+        return dict(result["metrics"])
+    return {**result["metrics"], **metrics}
 
 
 @register_suite("naturalness", "rwku", requires=("forget", "neighbor"), description="refusal rates / naming / fluency")
 def rwku_naturalness_suite(ctx: SuiteContext) -> dict:
     forget = ctx.results["forget"]["records"]
     keep = {name: ctx.results[name]["records"] for name in ("neighbor", "boundary") if name in ctx.results}
-    metrics, rows = naturalness_metrics(forget, keep, ctx.target.name, ctx.options.fluency_tokenizer)
-    return {"metrics": metrics, "records": rows}
+    detector = ctx.refusal_detector
+    metrics, rows = naturalness_metrics(forget, keep, ctx.target.name, ctx.options.fluency_tokenizer, detector)
+    return {"metrics": metrics, "records": rows, "detector": ctx.options.refusal_detector}
 
 
 @register_suite("muse_naturalness", "muse", requires=("muse_knowmem",), description="refusal rates on KnowMem")
@@ -112,5 +175,6 @@ def muse_naturalness_suite(ctx: SuiteContext) -> dict:
     records = ctx.results["muse_knowmem"]["records"]
     forget = [r for r in records if r["group"] == "forget"]
     retain = [r for r in records if r["group"] == "retain"]
-    metrics, rows = naturalness_metrics(forget, {"retain": retain}, None, ctx.options.fluency_tokenizer)
-    return {"metrics": metrics, "records": rows}
+    detector = ctx.refusal_detector
+    metrics, rows = naturalness_metrics(forget, {"retain": retain}, None, ctx.options.fluency_tokenizer, detector)
+    return {"metrics": metrics, "records": rows, "detector": ctx.options.refusal_detector}

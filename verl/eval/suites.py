@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 from verl.eval.attack_config import AttackConfig
 from verl.eval.generator import Generator, SamplingParams
 from verl.utils.registry import Registry
+from verl.workers.reward.refusal import EVAL_DEFAULT_DETECTOR, Detector, check_detector_name
 
 BENCHMARKS = ("rwku", "muse")
 _BUILTIN_MODULES = (
@@ -51,6 +52,10 @@ class EvalOptions:
         raising FileNotFoundError, and so are suites requiring it (e.g. utility files exist only for some targets).
     attack: settings of the ``attacks`` suite, the fields of :class:`verl.eval.attack_config.AttackConfig`
         (e.g. ``{"attacks": "prefill,quant4", "relearn_steps": 4}``); checked here.
+    refusal_detector: the detector behind every refusal figure (naturalness): "strict" (default), "rule"
+        (RULE's regex, what the rewards use) or "judge" (a chat model, ``judge_model``); see
+        verl/workers/reward/refusal.py. Recorded in every result JSON (its "options" and "refusal_detector").
+    judge_model: the judge's HF chat model (folder or hub id) for refusal_detector="judge".
     """
 
     icu: bool = False
@@ -66,8 +71,16 @@ class EvalOptions:
     max_new_tokens_cap: Optional[int] = None
     skip_missing: bool = False
     attack: dict = field(default_factory=dict)
+    refusal_detector: str = EVAL_DEFAULT_DETECTOR
+    judge_model: Optional[str] = None
 
     def __post_init__(self) -> None:
+        check_detector_name(self.refusal_detector, "refusal_detector")
+        if (self.refusal_detector == "judge") != bool(self.judge_model):
+            raise ValueError(
+                "judge_model is needed with refusal_detector='judge' and only then; got "
+                f"refusal_detector={self.refusal_detector!r}, judge_model={self.judge_model!r}"
+            )
         if self.max_probes is not None and self.max_probes < 1:
             raise ValueError(f"max_probes must be >= 1 or None, got {self.max_probes}")
         if self.max_new_tokens_cap is not None and self.max_new_tokens_cap < 1:
@@ -112,6 +125,16 @@ class SuiteContext:
     target: Any  # verl.utils.rwku_targets.Target for RWKU, None for MUSE
     options: EvalOptions
     results: dict = field(default_factory=dict)
+    _detector: Optional[Detector] = field(default=None, repr=False)
+
+    @property
+    def refusal_detector(self) -> Detector:
+        """The detector ``options.refusal_detector`` names (a judge model is loaded once per process)."""
+        if self._detector is None:
+            from verl.eval.judge import build_detector
+
+            self._detector = build_detector(self.options.refusal_detector, self.options.judge_model)
+        return self._detector
 
     @property
     def target_dir(self) -> Path:
@@ -214,7 +237,8 @@ def run_suites(
     """Run ``suites`` of ``benchmark`` ("rwku" | "muse") for one ``target`` (RWKU; None for MUSE).
 
     Returns ``{"benchmark", "target", "options", "suites_run", "skipped" ({suite: reason}, see
-    ``EvalOptions.skip_missing``), "metrics" (all suites' flat metrics merged),
+    ``EvalOptions.skip_missing``), "refusal_detector" (the detector behind the refusal figures), "metrics" (all
+    suites' flat metrics merged),
     "suites": {name: {"metrics", "records", "seconds"}}}``. Unknown suite -> ``ValueError`` listing the valid
     ones; a missing file -> ``FileNotFoundError`` naming it; a malformed record -> ``ValueError`` naming the
     file, row and key.
@@ -253,6 +277,7 @@ def run_suites(
         "benchmark": benchmark,
         "target": dataclasses.asdict(resolved) if resolved is not None else None,
         "options": dataclasses.asdict(options),
+        "refusal_detector": options.refusal_detector,
         "suites_run": [name for name in order if name not in skipped],
         "skipped": skipped,
         "metrics": metrics,

@@ -108,6 +108,10 @@ class EvaluatorConfig:
     """min or max for best_metric."""
     best_constraints: list[str] = field(default_factory=list)
     """Conditions a best checkpoint must meet, e.g. val/rwku/neighbor_all>=0.8 (absolute)."""
+    refusal_detector: str = "strict"
+    """Detector behind the refusal figures of the naturalness suite: strict, rule or judge (see verl.eval)."""
+    judge_model: str = ""
+    """HF chat model for refusal_detector=judge."""
 
 
 @dataclass
@@ -186,6 +190,9 @@ class PPOConfig:
         for sink in trainer.logger:
             check_choice(sink, ["console", "jsonl", "tensorboard", "wandb"], "trainer.logger")
         check_choice(self.evaluator.benchmark, ["none", "rwku", "muse"], "evaluator.benchmark")
+        check_choice(self.evaluator.refusal_detector, ["rule", "strict", "judge"], "evaluator.refusal_detector")
+        if (self.evaluator.refusal_detector == "judge") != bool(self.evaluator.judge_model):
+            raise ConfigError("evaluator.judge_model is needed with evaluator.refusal_detector=judge and only then")
         if not self.data.train_files and not trainer.val_only:
             raise ConfigError("data.train_files is empty: give a training file (JSON/JSONL/parquet) or HF dataset id")
         if self.data.seed is None:

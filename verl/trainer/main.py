@@ -59,7 +59,19 @@ def build_evaluator(config: PPOConfig):
     from verl.eval.hook import TrainingEvaluator
 
     options = {"max_probes": ev.max_probes} if ev.max_probes > 0 else {}
+    options |= {"refusal_detector": ev.refusal_detector, "judge_model": ev.judge_model or None}
     return TrainingEvaluator(ev.benchmark, ev.data_dir, ev.targets, ev.suites, options), criterion
+
+
+def build_reward_detector(config: PPOConfig):
+    """The reward's refusal detector when it needs a model (``worker.reward.refusal_detector=judge``), else None
+    (the reward manager builds ``rule`` / ``strict`` by name)."""
+    reward = config.worker.reward
+    if reward.refusal_detector != "judge":
+        return None
+    from verl.eval.judge import load_judge
+
+    return load_judge(reward.judge_model)
 
 
 def run(config: PPOConfig):
@@ -82,7 +94,7 @@ def run(config: PPOConfig):
     )
     train = PromptDataset(config.data.train_files.split(","), tokenizer, spec) if config.data.train_files else None
     val = PromptDataset(config.data.val_files.split(","), tokenizer, spec) if config.data.val_files else None
-    reward_fn = RewardManager(config.worker.reward, tokenizer)
+    reward_fn = RewardManager(config.worker.reward, tokenizer, refusal_detector=build_reward_detector(config))
     if train is not None:
         steps_per_epoch = len(train) // config.data.rollout_batch_size
         total = steps_per_epoch * config.trainer.total_epochs

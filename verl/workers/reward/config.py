@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from verl.utils.config import check_choice
+from verl.utils.config import ConfigError, check_choice
+from verl.workers.reward.refusal import REFUSAL_DETECTORS, REWARD_DEFAULT_DETECTOR
 
 REWARD_TYPES = ("sequential", "batch")
 DEFAULT_PLUGIN_FUNCTION = "main"
@@ -41,6 +42,11 @@ class RewardConfig:
     """Drop special tokens (eos, pad, chat markers) when decoding responses before scoring."""
     num_threads: int = 1
     """Threads scoring samples concurrently in "sequential" mode (1 = in order, no thread pool)."""
+    refusal_detector: str = REWARD_DEFAULT_DETECTOR
+    """Refusal detector R of the reward: rule (RULE's regex, the paper's runs), strict (the refusal must be the
+    reply's stance) or judge (a chat model asked yes/no; needs judge_model). See verl/workers/reward/refusal.py."""
+    judge_model: str = ""
+    """Judge model (HF folder or hub id) for refusal_detector=judge; loaded once by the trainer."""
 
     def post_init(self) -> None:
         check_choice(self.reward_type, REWARD_TYPES, "worker.reward.reward_type")
@@ -49,5 +55,15 @@ class RewardConfig:
         path, function = split_reward_function(self.reward_function)
         if path is not None:  # absolute, because Ray workers may run in another working directory
             self.reward_function = f"{os.path.abspath(os.path.expanduser(path))}:{function}"
+        check_choice(self.refusal_detector, REFUSAL_DETECTORS.names(), "worker.reward.refusal_detector")
+        if (self.refusal_detector == "judge") != bool(self.judge_model):
+            raise ConfigError(
+                "worker.reward.judge_model is needed with refusal_detector=judge and only then; got "
+                f"refusal_detector={self.refusal_detector!r}, judge_model={self.judge_model!r}"
+            )
+        if "refusal_detector" in (self.reward_function_kwargs or {}):
+            raise ConfigError(
+                "worker.reward.reward_function_kwargs.refusal_detector: set worker.reward.refusal_detector instead"
+            )
         if self.num_threads < 1:
             raise ValueError(f"worker.reward.num_threads must be >= 1, got {self.num_threads}")

@@ -9,9 +9,13 @@ Per-sample signature (``reward_type="sequential"``)::
 Every function returns ``"overall"`` (the scalar reward) plus float components the trainer logs as
 ``reward/<key>``; the key set of a function is the same on every row, so per-key lists stay aligned.
 
-Notation below: ``R`` = :func:`~verl.workers.reward.refusal.is_refusal` (response), ``rec(x)`` = ROUGE-L recall
+Notation below: ``R`` = the refusal detector's verdict on the response, ``rec(x)`` = ROUGE-L recall
 of the response against ``x`` (pltrdy ``rouge`` 1.0.1, :mod:`verl.utils.rouge`), ``gold`` = ``ground_truth[1]``,
 ``name`` = ``ground_truth[2]`` (exact, case-sensitive substring test). Thresholds compare with ``>``.
+
+Every function takes ``refusal_detector``: a name of :data:`~verl.workers.reward.refusal.REFUSAL_DETECTORS`
+(``rule`` = RULE's regex :func:`~verl.workers.reward.refusal.is_refusal`, the default and the paper's; ``strict``)
+or a detector callable (``str -> bool``, e.g. a ``judge``); the manager passes ``worker.reward.refusal_detector``.
 
 Differences from the original, all on inputs where it crashed or was ill-defined: degenerate ROUGE inputs
 (empty / dots-only text) score 0.0 everywhere (``forget`` and ``forget_half_reject`` used to raise), and a
@@ -20,13 +24,14 @@ malformed row raises ``ValueError`` showing the row instead of an ``IndexError``
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 from verl.utils.registry import Registry
 from verl.utils.rouge import rouge_l_recall, rouge_l_recall_mean
-from verl.workers.reward.refusal import is_refusal
+from verl.workers.reward.refusal import REWARD_DEFAULT_DETECTOR, Detector, resolve_detector
 
 REWARD_FUNCTIONS: Registry = Registry("reward function")
+RefusalDetector = Union[str, Detector]
 REJECT, NORMAL = "<reject>", "<normal>"
 
 
@@ -70,7 +75,12 @@ def parse_ground_truth(ground_truth: Any, function: str, needs_name: bool = Fals
 
 
 @REWARD_FUNCTIONS.register("forget_two_stage_abs_target")
-def forget_two_stage_abs_target(response: str, ground_truth: Any, rouge_threshold: float = 0.3) -> dict[str, float]:
+def forget_two_stage_abs_target(
+    response: str,
+    ground_truth: Any,
+    rouge_threshold: float = 0.3,
+    refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR,
+) -> dict[str, float]:
     """Main RWKU reward, values in {0, 0.5, 1}.
 
     ``<reject>``: 0.5 for refusing, +0.5 if the refusal also contains the target ``name``.
@@ -79,7 +89,7 @@ def forget_two_stage_abs_target(response: str, ground_truth: Any, rouge_threshol
     in the response (reject rows; always 0.0 on normal rows, which carry no name).
     """
     row = parse_ground_truth(ground_truth, "forget_two_stage_abs_target", needs_name=True)
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(refusal_detector)(response))
     rouge_l = rouge_l_recall(response, row.gold)
     name_hit = row.should_refuse and row.name in response
     if row.should_refuse:
@@ -90,13 +100,15 @@ def forget_two_stage_abs_target(response: str, ground_truth: Any, rouge_threshol
 
 
 @REWARD_FUNCTIONS.register("forget_two_stage_abs_target_half_reject")
-def forget_two_stage_abs_target_half_reject(response: str, ground_truth: Any) -> dict[str, float]:
+def forget_two_stage_abs_target_half_reject(
+    response: str, ground_truth: Any, refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR
+) -> dict[str, float]:
     """``<reject>``: 0.25·R + 0.25·(R and name in response); ``<normal>``: 1 if not R (correctness ignored).
 
     Components as :func:`forget_two_stage_abs_target` (``rouge_l`` = rec(gold) is logged, not rewarded).
     """
     row = parse_ground_truth(ground_truth, "forget_two_stage_abs_target_half_reject", needs_name=True)
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(refusal_detector)(response))
     name_hit = row.should_refuse and row.name in response
     if row.should_refuse:
         overall = 0.25 * refused + 0.25 * (refused and name_hit)
@@ -111,7 +123,12 @@ def forget_two_stage_abs_target_half_reject(response: str, ground_truth: Any) ->
 
 
 @REWARD_FUNCTIONS.register("forget_two_stage", "forget_two_stage_abs")
-def forget_two_stage(response: str, ground_truth: Any, rouge_threshold: float = 0.3) -> dict[str, float]:
+def forget_two_stage(
+    response: str,
+    ground_truth: Any,
+    rouge_threshold: float = 0.3,
+    refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR,
+) -> dict[str, float]:
     """MUSE reward (``forget_two_stage_abs`` is the same code in the original).
 
     ``<reject>``: 1 if R. ``<normal>``: 0.5 for not refusing, +0.5 if also mean rec(ground_truth[1:]) >
@@ -119,7 +136,7 @@ def forget_two_stage(response: str, ground_truth: Any, rouge_threshold: float = 
     mean includes the name, as in the original; it is only logged there); ``refusal`` = R.
     """
     row = parse_ground_truth(ground_truth, "forget_two_stage")
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(refusal_detector)(response))
     rouge_l = rouge_l_recall_mean(response, row.references)
     if row.should_refuse:
         overall = 1.0 * refused
@@ -128,9 +145,9 @@ def forget_two_stage(response: str, ground_truth: Any, rouge_threshold: float = 
     return {"overall": float(overall), "rouge_l": rouge_l, "refusal": float(refused)}
 
 
-def _forget(response: str, ground_truth: Any, function: str, reject_value: float, threshold: float) -> dict:
+def _forget(response, ground_truth, function: str, reject_value: float, threshold: float, detector) -> dict:
     row = parse_ground_truth(ground_truth, function)
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(detector)(response))
     if row.should_refuse:
         return {"overall": reject_value * refused, "rouge_l": 0.0, "refusal": float(refused)}
     rouge_l = rouge_l_recall_mean(response, row.references)
@@ -138,37 +155,51 @@ def _forget(response: str, ground_truth: Any, function: str, reject_value: float
 
 
 @REWARD_FUNCTIONS.register("forget")
-def forget(response: str, ground_truth: Any, rouge_threshold: float = 0.5) -> dict[str, float]:
+def forget(
+    response: str,
+    ground_truth: Any,
+    rouge_threshold: float = 0.5,
+    refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR,
+) -> dict[str, float]:
     """``<reject>``: 1 if R. ``<normal>``: 1 if mean rec(ground_truth[1:]) > ``rouge_threshold`` (no refusal check).
 
     ``rouge_l`` is 0.0 on reject rows (not computed there, as in the original); ``refusal`` = R on every row.
     """
-    return _forget(response, ground_truth, "forget", 1.0, rouge_threshold)
+    return _forget(response, ground_truth, "forget", 1.0, rouge_threshold, refusal_detector)
 
 
 @REWARD_FUNCTIONS.register("forget_half_reject")
-def forget_half_reject(response: str, ground_truth: Any, rouge_threshold: float = 0.5) -> dict[str, float]:
+def forget_half_reject(
+    response: str,
+    ground_truth: Any,
+    rouge_threshold: float = 0.5,
+    refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR,
+) -> dict[str, float]:
     """As :func:`forget` but a refusal on a ``<reject>`` row earns 0.5."""
-    return _forget(response, ground_truth, "forget_half_reject", 0.5, rouge_threshold)
+    return _forget(response, ground_truth, "forget_half_reject", 0.5, rouge_threshold, refusal_detector)
 
 
-def _forget_abs(response: str, ground_truth: Any, function: str, reject_value: float) -> dict:
+def _forget_abs(response: str, ground_truth: Any, function: str, reject_value: float, detector) -> dict:
     row = parse_ground_truth(ground_truth, function)
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(detector)(response))
     overall = reject_value * refused if row.should_refuse else 1.0 * (not refused)
     return {"overall": float(overall), "refusal": float(refused)}
 
 
 @REWARD_FUNCTIONS.register("forget_abs")
-def forget_abs(response: str, ground_truth: Any) -> dict[str, float]:
+def forget_abs(
+    response: str, ground_truth: Any, refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR
+) -> dict[str, float]:
     """``<reject>``: 1 if R. ``<normal>``: 1 if not R (answer correctness ignored). Components: ``refusal``."""
-    return _forget_abs(response, ground_truth, "forget_abs", 1.0)
+    return _forget_abs(response, ground_truth, "forget_abs", 1.0, refusal_detector)
 
 
 @REWARD_FUNCTIONS.register("forget_abs_half_reject")
-def forget_abs_half_reject(response: str, ground_truth: Any) -> dict[str, float]:
+def forget_abs_half_reject(
+    response: str, ground_truth: Any, refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR
+) -> dict[str, float]:
     """``<reject>``: 0.5 if R. ``<normal>``: 1 if not R. Components: ``refusal``."""
-    return _forget_abs(response, ground_truth, "forget_abs_half_reject", 0.5)
+    return _forget_abs(response, ground_truth, "forget_abs_half_reject", 0.5, refusal_detector)
 
 
 @REWARD_FUNCTIONS.register("reject_behave_reward")
@@ -178,6 +209,7 @@ def reject_behave_reward(
     reject_ratio: float = 0.7,
     enable_target_reject: bool = True,
     rouge_threshold: float = 0.3,
+    refusal_detector: RefusalDetector = REWARD_DEFAULT_DETECTOR,
 ) -> dict[str, float]:
     """``overall = reject_ratio·reject_reward + (1 − reject_ratio)·behave_reward`` (not used by RULE's scripts).
 
@@ -187,7 +219,7 @@ def reject_behave_reward(
     ``rouge_l`` = rec(x) (0.0 on reject rows when ``enable_target_reject`` is False).
     """
     row = parse_ground_truth(ground_truth, "reject_behave_reward", needs_name=enable_target_reject)
-    refused = is_refusal(response)
+    refused = bool(resolve_detector(refusal_detector)(response))
     reject_reward = float(row.should_refuse == refused)
     if row.should_refuse:
         rouge_l = rouge_l_recall(response, row.name) if enable_target_reject else 0.0

@@ -3,6 +3,10 @@
 The scoring function is a registered name (:data:`~verl.workers.reward.functions.REWARD_FUNCTIONS`) or a
 plug-in ``path/to/file.py:fn`` loaded with importlib (EasyR1's convention, ENGINE.md section 7). A plug-in
 file may define ``REWARD_TYPE = "sequential" | "batch"``, which overrides ``config.reward_type``.
+
+The refusal detector (``config.refusal_detector``) is bound to every function that takes ``refusal_detector``
+(all registered ones); a ``judge`` needs the judge built above this layer and passed in (the trainer does it,
+:func:`verl.trainer.main.build_reward_detector`), and its verdicts for a batch are fetched in one call.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from verl.workers.reward.config import REWARD_TYPES, RewardConfig, split_reward_function
 from verl.workers.reward.functions import REWARD_FUNCTIONS
+from verl.workers.reward.refusal import REWARD_DEFAULT_DETECTOR, Detector, get_detector
 
 
 def _load_plugin_module(path: str, spec_text: str):
@@ -75,29 +80,61 @@ def _check_kwargs(function: Callable, kwargs: dict, spec_text: str) -> None:
         ) from e
 
 
+def _takes(function: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name for p in parameters)  # named explicitly: **kwargs plug-ins keep their old calls
+
+
 class RewardManager:
     """Scores a rollout batch with one reward function.
 
     Args:
-        config: :class:`RewardConfig` (function, kwargs, reward type, decoding, threads).
+        config: :class:`RewardConfig` (function, kwargs, reward type, decoding, threads, refusal detector).
         tokenizer: anything with ``decode(ids: list[int], skip_special_tokens: bool) -> str``.
+        refusal_detector: the detector for ``config.refusal_detector`` when it cannot be built here (``judge``:
+            it holds a model); None = build it by name.
     """
 
-    def __init__(self, config: RewardConfig, tokenizer: Any):
+    def __init__(self, config: RewardConfig, tokenizer: Any, refusal_detector: Detector | None = None):
         self.config = config
         self.tokenizer = tokenizer
+        self._injected = refusal_detector
         function, self.reward_type = resolve_reward_function(config.reward_function, config.reward_type)
         kwargs = dict(config.reward_function_kwargs or {})
         _check_kwargs(function, kwargs, config.reward_function)
         self.name = config.reward_function
+        self.refusal_detector = self._detector(function)
+        if self.refusal_detector is not None:
+            kwargs["refusal_detector"] = self.refusal_detector
         self.reward_fn = functools.partial(function, **kwargs)
+
+    def _detector(self, function: Callable) -> Detector | None:
+        name = getattr(self.config, "refusal_detector", REWARD_DEFAULT_DETECTOR)
+        if not _takes(function, "refusal_detector"):
+            if name != REWARD_DEFAULT_DETECTOR or self._injected is not None:
+                raise ValueError(
+                    f"reward function {self.config.reward_function!r} takes no refusal_detector argument, so "
+                    f"worker.reward.refusal_detector={name!r} cannot apply; add the argument or keep 'rule'"
+                )
+            return None
+        if self._injected is not None:
+            return self._injected
+        if name == "judge":
+            raise ValueError(
+                "worker.reward.refusal_detector=judge: the judge model is loaded by the trainer "
+                "(worker.reward.judge_model); pass RewardManager(..., refusal_detector=judge) when building it yourself"
+            )
+        return get_detector(name)
 
     # The bound function may come from a file loaded at run time; re-resolve it after unpickling (Ray).
     def __getstate__(self) -> dict:
-        return {"config": self.config, "tokenizer": self.tokenizer}
+        return {"config": self.config, "tokenizer": self.tokenizer, "refusal_detector": self._injected}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["config"], state["tokenizer"])
+        self.__init__(state["config"], state["tokenizer"], state.get("refusal_detector"))
 
     def _decode(self, data) -> tuple[list[str], list[int]]:
         if data.batch is None:
@@ -187,6 +224,9 @@ class RewardManager:
             metrics: every key the function returned -> list of ``bs`` floats, in row order.
         """
         texts, lengths = self._decode(data)
+        prefetch = getattr(self.refusal_detector, "judge_many", None)
+        if prefetch is not None:  # one judge call for the batch; the per-sample calls then hit its cache
+            prefetch(texts)
         scores = self._score(texts, lengths, data.non_tensor_batch["ground_truth"])
         metrics = self._collect(scores)
         nan_rows = [i for i, value in enumerate(metrics["overall"]) if math.isnan(value)]
