@@ -151,13 +151,21 @@ class RSConfig:
     """Unlearning loss."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Loop, outputs, workers."""
+    strengths: dict = field(default_factory=dict)
+    """Baseline YAMLs only: the runs RS.runner / data.demo make per profile ({common, sweep} overrides, see
+    RS/baselines.py); checked here, not used by the training itself."""
 
     def world_size(self) -> int:
         return self.trainer.world_size()
 
     def post_init(self) -> None:
+        from RS.baselines import check_strengths
         from RS.losses import get_loss
 
+        try:
+            check_strengths(self.strengths, "config")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         t = self.trainer
         t.check_resources("trainer")
         for sink in t.logger:

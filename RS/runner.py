@@ -5,7 +5,7 @@ Stages (``--stages``, all by default, in this order):
 * ``base``      evaluate the model before unlearning (MUSE on the embedded book: teach the book first);
 * ``rs``        Rejection Steering (``RS.train``), exports at the ``--rs-epochs`` ReBO starts from;
 * ``rebo``      ReBO (``verl.trainer.main``) from each of those RS epochs;
-* ``baselines`` the offline baselines (``--baselines``) at every strength of ``examples/baselines/sweep.yaml``;
+* ``baselines`` the offline baselines (``--baselines``) at every strength of their YAML (``RS/baselines.py``);
 * ``eval``      evaluate every RS epoch, every ReBO run (RULE) and every baseline strength;
 * ``table``     ``verl.eval.collect`` over all of it: ``OUT/tables/`` (RWKU Table 1, RULE's naturalness table,
   the MUSE table, the forget-retain Pareto plot and areas).
@@ -30,17 +30,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from RS.baselines import BASELINES, UNTRAINED, as_overrides, baseline_config, read_strengths
 from RS.pipeline import Pipeline, StageError
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("base", "rs", "rebo", "baselines", "eval", "table")
-SWEEP_FILE = REPO / "examples" / "baselines" / "sweep.yaml"
-# method -> (config, training file in a target's folder); gd / npo_gd also take --retain-files.
-BASELINES = {
-    "ga": ("ga.yaml", "positive.json"), "gd": ("gd.yaml", "positive.json"), "npo": ("npo.yaml", "positive.json"),
-    "npo_gd": ("npo.yaml", "positive.json"), "simnpo": ("simnpo.yaml", "positive.json"),
-    "dpo": ("dpo.yaml", "pair.json"), "idkdpo": ("idkdpo.yaml", "pair.json"), "rt": ("rt.yaml", "reject.json"),
-}  # fmt: skip
 SMOKE = {
     "rs": ["trainer.epochs=1", "trainer.max_steps=2", "data.max_samples=8", "trainer.batch_size=4",
            "trainer.micro_batch_size_per_device=4", "data.max_length=256", "trainer.progress=false"],
@@ -90,7 +84,8 @@ def make_profile(benchmark: str, gpus: int | None) -> Profile:
         model = "meta-llama/Meta-Llama-3-8B-Instruct" if benchmark == "rwku" else "muse-bench/MUSE-Books_target"
         return Profile(
             "gpu", model, "examples/rs_llama3.yaml", "examples/rebo_llama3.yaml", "2,3" if benchmark == "rwku" else "1,2,3",
-            suites, "ga,npo,simnpo,rt,dpo", [f"trainer.n_gpus_per_node={gpus}", "trainer.backend=ray"],
+            suites, "ga,npo,simnpo,rt,dpo" + ",icu" * (benchmark == "rwku"),
+            [f"trainer.n_gpus_per_node={gpus}", "trainer.backend=ray"],
         )  # fmt: skip
     workers = max(1, (os.cpu_count() or 1) // 8)
     placement = ["trainer.n_gpus_per_node=0", f"trainer.n_workers={workers}"]
@@ -110,30 +105,6 @@ def make_profile(benchmark: str, gpus: int | None) -> Profile:
     return Profile("cpu", "smollm2", rs, rebo, "1" if benchmark == "rwku" else "2", suites, "ga,npo", placement, ["--dtype", "fp32"])  # fmt: skip
 
 
-def read_sweep(section: str, method: str, path: Path = SWEEP_FILE) -> list[dict]:
-    """The strengths (override dicts) ``method`` runs at in ``section`` (``rwku-cpu``, ``muse-gpu``, ...)."""
-    import yaml
-
-    table = (yaml.safe_load(path.read_text()) or {}).get(section, {})
-    if method not in table:
-        raise ValueError(f"{path}: no strengths for baseline {method!r} in section {section!r} (has {sorted(table)})")
-    strengths = table[method]
-    if not isinstance(strengths, list) or not strengths or not all(isinstance(s, dict) and s for s in strengths):
-        raise ValueError(f"{path}: {section}.{method} must be a non-empty list of {{key: value}} overrides")
-    return strengths
-
-
-def strength_tag(strength: dict) -> str:
-    """{'optim.lr': 3e-05, 'trainer.epochs': 2} -> 'lr3e-05_epochs2' (a file-system-safe, readable name)."""
-    return "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in strength.items()).replace("/", "-")
-
-
-def as_overrides(values: dict) -> list[str]:
-    return [
-        f"{key}={json.dumps(value) if isinstance(value, (list, dict)) else value}" for key, value in values.items()
-    ]
-
-
 def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"bash run_{benchmark}.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,7 +120,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     add("--rebo-config", help="ReBO YAML (default: the profile's)")
     add("--gpus", type=int, default=None, help="GPUs per node (default: the visible ones; 0 = the CPU profile)")
     add("--suites", help="evaluation suites (default: the profile's)")
-    add("--baselines", help=f"comma list of {','.join(BASELINES)} or 'none' (default: the profile's)")
+    add("--baselines", help=f"comma list of {','.join([*BASELINES, *UNTRAINED])} or 'none' (default: the profile's)")
     add("--retain-files", default="", help="retain rows for gd / npo_gd (comma list)")
     add("--smoke", action="store_true", help="shrink every stage to seconds (a setup check; CI runs it)")
     add("--dry-run", action="store_true", help="print every stage's command instead of running it")
@@ -213,7 +184,7 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
             pipe.train_rs("rs", rs_dir, overrides + smoke.get("rs", []), epochs)
         for epoch in epochs:
             start = rs_dir / f"epoch_{epoch}"
-            pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
+            pipe.evaluate(f"RULE/RS-epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
             if "rebo" in stages:
                 need(pipe, start, "rs")
                 overrides = [
@@ -226,7 +197,9 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
                 pipe.train_rebo(
                     f"rebo from RS epoch {epoch}", run / f"rebo_rs{epoch}", overrides + smoke.get("rebo", [])
                 )
-            pipe.evaluate(f"RULE/rs{epoch}", f"rule_rs{epoch}", run / f"rebo_rs{epoch}" / "final", **evaluate)
+            pipe.evaluate(
+                f"RULE/RS-epoch{epoch}+ReBO", f"rule_rs{epoch}", run / f"rebo_rs{epoch}" / "final", **evaluate
+            )
         run_baselines(args, profile, stages, pipe, run, model, folders, evaluate, smoke)
     return pipe
 
@@ -255,14 +228,17 @@ def run_baselines(
     """Every baseline of the profile at every strength: train (``baselines``) and evaluate (``eval``)."""
     methods = [m for m in profile.baselines.split(",") if m and m != "none"]
     for method in methods:
-        if method not in BASELINES:
-            raise ValueError(f"--baselines: unknown method {method!r}; choose from {', '.join(BASELINES)}")
+        if method in UNTRAINED:  # ICU: the model before unlearning, every probe prefixed by RWKU's instruction
+            if evaluate["benchmark"] != "rwku":
+                raise ValueError(f"--baselines {method}: ICU is an RWKU baseline (its instruction names the target)")
+            pipe.evaluate("ICU", method, model, **{**evaluate, "args": [*evaluate["args"], "--icu"]})
+            continue
         if method in ("gd", "npo_gd") and not args.retain_files:
             raise ValueError(f"--baselines {method} needs retain rows: --retain-files FILES")
-        config, train_file = BASELINES[method]
-        strengths = read_sweep(f"{evaluate['benchmark']}-{profile.name}", method)[: 2 if args.smoke else None]
+        config, train_file = baseline_config(method).name, BASELINES[method][1]  # unknown method: a ValueError
+        strengths = read_strengths(method, f"{evaluate['benchmark']}-{profile.name}")[: 2 if args.smoke else None]
         for strength in strengths:
-            tag = f"{method}_{strength_tag(strength)}"
+            tag = f"{method}_{strength.tag}"
             run_dir = run / "baselines" / tag
             if "baselines" in stages:
                 overrides = [f"config=examples/baselines/{config}", f"model.model_path={model}", *profile.placement]
@@ -270,10 +246,10 @@ def run_baselines(
                 overrides += [f"loss.name={method}", f"data.retain_files={args.retain_files}"]
                 if profile.name == "cpu":
                     overrides += ["model.dtype=fp32", "model.enable_gradient_checkpointing=false"]
-                overrides += as_overrides(strength) + smoke.get("baseline", [])
+                overrides += as_overrides(strength.overrides) + smoke.get("baseline", [])
                 pipe.train_rs(f"baseline {tag}", run_dir, overrides + ["trainer.save_every_epoch=false"])
             if "eval" in stages or (run_dir / "summary.json").is_file():
-                label = f"{method.upper()}/{strength_tag(strength)}"
+                label = f"{method.upper()}/{strength.tag}"
                 pipe.evaluate(label, tag, pipe.export_of(run_dir), **evaluate)
 
 
@@ -351,7 +327,7 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
         pipe.train_rs("rs", out / "rs", overrides + smoke.get("rs", []), epochs)
     for epoch in epochs:
         start = out / "rs" / f"epoch_{epoch}"
-        pipe.evaluate(f"RS/epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
+        pipe.evaluate(f"RULE/RS-epoch{epoch}", f"rs_epoch{epoch}", start, **evaluate)
         if "rebo" in stages:
             need(pipe, start, "rs")
             overrides = [f"config={profile.rebo_config}", f"worker.actor.model.model_path={start}", *profile.placement]
@@ -360,7 +336,7 @@ def run_muse(args, profile: Profile, stages: set[str]) -> Pipeline:
             overrides += ["worker.reward.reward_function=forget_two_stage_abs", f"evaluator.data_dir={root}"]
             overrides += ["evaluator.targets=", "evaluator.suites=[muse_knowmem]", "evaluator.best_metric="]
             pipe.train_rebo(f"rebo from RS epoch {epoch}", out / f"rebo_rs{epoch}", overrides + smoke.get("rebo", []))
-        pipe.evaluate(f"RULE/rs{epoch}", f"rule_rs{epoch}", out / f"rebo_rs{epoch}" / "final", **evaluate)
+        pipe.evaluate(f"RULE/RS-epoch{epoch}+ReBO", f"rule_rs{epoch}", out / f"rebo_rs{epoch}" / "final", **evaluate)
     corpus = str(forget_corpus(root, out)) if "baselines" in stages else None
     run_baselines(args, profile, stages, pipe, out, model, [], evaluate, smoke, corpus)
     return pipe

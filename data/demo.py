@@ -1,25 +1,31 @@
 """The embedded RULE demo: offline, CPU, SmolLM2-135M-Instruct, a built-in fictitious benchmark.
 
-``python3 -m data.demo [--out log/demo] [--quick]`` runs, for target 1 of the embedded benchmark:
+``python3 -m data.demo [--out log/demo] [--baselines ga,gd,npo,dpo,rt,icu]`` runs, for target 1 of the
+embedded benchmark:
 
-1. **teach**  — SFT on every fact of the fictitious world (targets and neighbours) in RWKU's probe
-   format, so the model has knowledge to unlearn;
-2. **RS**     — Rejection Steering: SFT on target-naming refusals (``reject_target.json``);
-3. **ReBO**   — GRPO on forget + boundary prompts with RULE's reward, KL to the RS model.
-   RS and ReBO prompts use RWKU's probe template here (the small model learned its facts in that
-   format, and a 135M model does not carry a refusal learned on bare questions over to it);
-4. **NPO**    — the baseline, on the target's factual bios (``positive.json``), from the taught model;
-5. **eval**   — RWKU forget / neighbour / naturalness suites on every model, a table
-   (markdown + CSV) and the forget-retain Pareto plot (PNG) under ``--out``. The refusal columns are by
-   ``--refusal-detector`` (default ``strict``), named under the table and in the CSV's ``detector`` column.
-6. **attacks** — the attack suite (``verl.eval.attacks``: prefill, multi-turn, 8/4-bit quantization,
+1. **teach**     — SFT on every fact of the target and its neighbours in RWKU's probe format, so the model
+   has knowledge to unlearn (the model "before unlearning");
+2. **RS**        — Rejection Steering: SFT on target-naming refusals (``reject_target.json``), every epoch kept;
+3. **ReBO**      — GRPO on forget + boundary prompts with RULE's reward, KL to the RS model, from RS's last
+   epoch; the forget / neighbour suites run every ``--rebo-eval-every`` steps (its checkpoints' points).
+   RS and ReBO prompts use RWKU's probe template here (the small model learned its facts in that format,
+   and a 135M model does not carry a refusal learned on bare questions over to it);
+4. **baselines** — each at every strength of the ``demo`` profile of its YAML (``examples/baselines/``, read
+   by :mod:`RS.baselines`, as ``run_rwku.sh`` does), from the taught model; ICU = the taught model prompted
+   with RWKU's unlearning instruction (no training, one point);
+5. **eval**      — RWKU forget / neighbour / naturalness suites on every model: a table (markdown + CSV), the
+   forget-retain plot ``pareto.png`` (one curve per method, the taught model as the "before" star) and
+   ``pareto_area.md`` (each curve's area) under ``--out``. The refusal columns are by ``--refusal-detector``
+   (default ``strict``), named under the table and in the CSV's ``detector`` column;
+6. **attacks**   — the attack suite (``verl.eval.attacks``: prefill, multi-turn, 8/4-bit quantization,
    relearning on the target's bios and on unrelated text, knowledge probe) on the model before unlearning,
-   RS, RULE and NPO (the demo's one baseline, so its strongest setting), sized for 2 cores (the held-out
-   half of the FB + QA facts, :data:`ATTACK_NEIGHBOUR_PROBES` neighbour probes per file, a few relearning
-   steps); ``attacks.md`` / ``attacks.csv`` under ``--out``, the knowledge probe relative to the model
-   before unlearning. ``--no-attacks`` skips it.
+   RS's last epoch, RULE and each trained baseline at its strongest setting (its lowest F-All), sized for
+   2 cores (the held-out half of the FB + QA facts, :data:`ATTACK_NEIGHBOUR_PROBES` neighbour probes per file,
+   a few relearning steps); ``attacks.md`` / ``attacks.csv`` under ``--out``, the knowledge probe relative
+   to the model before unlearning. ``--no-attacks`` skips it.
 
-Every stage writes its model under ``--out``; a re-run skips stages whose output is complete.
+RULE's points are its RS epochs and ReBO checkpoints. Every stage writes under ``--out``; a re-run skips the
+stages whose output is complete.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ COLUMNS = [
     ("naturalness_false_refusal_rate_neighbor", "Refusal(N)"),
     ("naturalness_named_refusal_share", "Named"),
 ]
+SUITES = ["forget", "neighbor", "naturalness"]
+DEMO_BASELINES = "ga,gd,npo,dpo,rt,icu"
+CPU = ["trainer.backend=inprocess", "trainer.n_gpus_per_node=0", "model.dtype=fp32", "trainer.progress=false"]
 ATTACK_NEIGHBOUR_PROBES = 4
 # held-out half of the 10 FB + 10 QA forget probes; relearning: 2 blocks of 128 tokens per step
 ATTACK_CONFIG = {"neighbor_probes": ATTACK_NEIGHBOUR_PROBES, "relearn_batch_size": 2, "relearn_block_tokens": 128}
@@ -82,75 +91,78 @@ def rebo_rows(target_dir: Path) -> list[dict]:
     return [{"prompt": probe_format(r["prompt"]), "solution": r["solution"]} for r in rows]
 
 
-def sft(stage: str, model: str, train_file: Path, out: Path, args, extra: list[str]) -> str:
-    """One RS-trainer run (SFT or an unlearning loss); returns the exported final-epoch folder."""
+def rt_rows(target_dir: Path, target: str) -> list[dict]:
+    """RWKU's RT file (``reject.json``) for the embedded target: RS's questions, each with a generic refusal
+    (round robin over the built-in list, as RWKU assigns ``idontknow.jsonl``); the embedded benchmark has none."""
+    from RS.data import build_refusal_rows, read_questions
+
+    return build_refusal_rows(read_questions(target_dir / "reject_target.json"), target, mode="generic")
+
+
+def sft(stage: str, model: str, train_file: Path, out: Path, extra: list[str], config: str = "") -> list[str]:
+    """One RS-trainer run (SFT or an unlearning loss) from ``config`` + ``extra``; returns its exported epochs."""
     from RS.config import RSConfig
     from RS.train import run
     from verl.utils.config import load_config
+    from verl.utils.fileio import write_json_atomic
 
     run_dir = out / stage
-    final = run_dir / "final"
-    if (final / "config.json").is_file():
-        print(f"[demo] {stage}: reusing {final}", flush=True)
-        return str(final)
-    overrides = [
-        f"model.model_path={model}",
-        f"data.train_files={train_file}",
-        f"trainer.output_dir={out}",
-        f"trainer.experiment_name={stage}",
-        "trainer.save_every_epoch=false",
-        "trainer.backend=inprocess",
-        *extra,
-    ]
-    config = load_config(RSConfig, overrides)
-    run(config)
-    exported = sorted(run_dir.glob("epoch_*"), key=lambda p: int(p.name.split("_")[-1]))
-    os.replace(exported[-1], final)
-    return str(final)
+    done = run_dir / "exports.json"
+    if done.is_file():
+        print(f"[demo] {stage}: reusing {run_dir}", flush=True)
+        return json.loads(done.read_text())
+    overrides = [f"config={config}"] if config else []
+    overrides += [f"model.model_path={model}", f"data.train_files={train_file}", f"trainer.output_dir={out}"]
+    overrides += [f"trainer.experiment_name={stage}", "trainer.save_every_epoch=false", *CPU, *extra]
+    run(load_config(RSConfig, overrides))
+    exported = [str(p) for p in sorted(run_dir.glob("epoch_*"), key=lambda p: int(p.name.split("_")[-1]))]
+    write_json_atomic(done, exported)
+    return exported
 
 
-def rebo(model: str, train_file: Path, out: Path, args) -> str:
+def rebo(model: str, train_file: Path, bench: Path, out: Path, args) -> tuple[str, dict[int, dict]]:
+    """ReBO from ``model``; returns (final export, {step: in-training forget/neighbour metrics})."""
     from verl.trainer.config import PPOConfig
     from verl.trainer.main import run
     from verl.utils.config import load_config
 
-    final = out / "rebo" / "final"
-    if (final / "config.json").is_file():
-        print(f"[demo] rebo: reusing {final}", flush=True)
-        return str(final)
-    overrides = [
-        f"data.train_files={train_file}",
-        "data.max_prompt_length=128",
-        f"data.max_response_length={args.rebo_response_tokens}",
-        "data.rollout_batch_size=8",
-        f"worker.actor.model.model_path={model}",
-        "worker.actor.global_batch_size=8",
-        "worker.actor.micro_batch_size_per_device_for_update=8",
-        "worker.actor.micro_batch_size_per_device_for_experience=32",
-        f"worker.actor.optim.lr={args.rebo_lr}",
-        "worker.rollout.n=4",
-        "worker.rollout.micro_batch_size=32",
-        "worker.reward.reward_function=forget_two_stage_abs_target",
-        f"algorithm.kl_coef={args.rebo_kl}",
-        f"trainer.max_steps={args.rebo_steps}",
-        f"trainer.total_epochs={args.rebo_steps}",
-        f"trainer.output_dir={out}",
-        "trainer.experiment_name=rebo",
-        "trainer.save_freq=-2",
-        "trainer.logger=[console,jsonl]",
-        "trainer.backend=inprocess",
-    ]
-    run(load_config(PPOConfig, overrides))
-    return str(final)
+    run_dir = out / "rebo"
+    if not (run_dir / "final" / "config.json").is_file():
+        overrides = [
+            f"data.train_files={train_file}", "data.max_prompt_length=128", "data.rollout_batch_size=8",
+            f"data.max_response_length={args.rebo_response_tokens}", f"worker.actor.model.model_path={model}",
+            "worker.actor.global_batch_size=8", "worker.actor.micro_batch_size_per_device_for_update=8",
+            "worker.actor.micro_batch_size_per_device_for_experience=32", f"worker.actor.optim.lr={args.rebo_lr}",
+            "worker.rollout.n=4", "worker.rollout.micro_batch_size=32", f"algorithm.kl_coef={args.rebo_kl}",
+            "worker.reward.reward_function=forget_two_stage_abs_target", f"trainer.max_steps={args.rebo_steps}",
+            f"trainer.total_epochs={args.rebo_steps}", f"trainer.output_dir={out}", "trainer.experiment_name=rebo",
+            "trainer.save_freq=-2", "trainer.logger=[console,jsonl]", "trainer.backend=inprocess",
+            "evaluator.benchmark=rwku", f"evaluator.data_dir={bench}", "evaluator.targets=1",
+            f"evaluator.suites=[{','.join(SUITES)}]", f"trainer.val_freq={args.rebo_eval_every}",
+            *([f"evaluator.max_probes={args.max_probes}"] if args.max_probes else []),
+        ]  # fmt: skip
+        run(load_config(PPOConfig, overrides))
+    else:
+        print(f"[demo] rebo: reusing {run_dir / 'final'}", flush=True)
+    checkpoints = {}
+    prefix = "val/rwku/"
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if f"{prefix}forget_all" in row:
+            checkpoints[int(row["step"])] = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+    return str(run_dir / "final"), checkpoints
 
 
-def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | None, detector: str = "strict") -> dict:
+def evaluate(
+    name: str, model: str, bench: Path, out: Path, max_probes: int | None, icu: bool = False, detector: str = "strict"
+) -> dict:
     """One model's result; a stored one is reused, its refusal figures re-judged when made by another detector."""
     from verl.eval import HFGenerator, run_suites
     from verl.eval.naturalness import metrics_judged_by, result_detector
+    from verl.eval.report import model_tag
     from verl.utils.fileio import write_json_atomic
 
-    path = out / "eval" / f"{name}.json"
+    path = out / "eval" / f"{model_tag(name)}.json"
     if path.is_file():
         result = json.loads(path.read_text())
         if result_detector(result) != detector:
@@ -158,14 +170,41 @@ def evaluate(name: str, model: str, bench: Path, out: Path, max_probes: int | No
             write_json_atomic(path, result)
         return result
     generator = HFGenerator.from_pretrained(model, dtype="fp32", batch_size=32)
-    options = {"max_probes": max_probes} if max_probes else {}
+    options = {"max_probes": max_probes, "icu": icu} if max_probes else {"icu": icu}
     options["refusal_detector"] = detector
-    result = run_suites(
-        generator, "rwku", bench, target=1, suites=["forget", "neighbor", "naturalness"], options=options
-    )
+    result = run_suites(generator, "rwku", bench, target=1, suites=SUITES, options=options)
     result = {"method": name, "model": model, **result}
     write_json_atomic(path, result)
     return result
+
+
+def baselines(methods: list[str], teach: str, target_dir: Path, bench: Path, out: Path, args) -> dict:
+    """{method: [(row name, strength label, result), ...]} for every strength of the demo profile."""
+    from RS.baselines import BASELINES, UNTRAINED, as_overrides, baseline_config, read_strengths
+
+    runs: dict[str, list] = {}
+    for method in methods:
+        if method in UNTRAINED:
+            icu = evaluate("ICU", teach, bench, out, args.max_probes or None, icu=True, detector=args.refusal_detector)
+            runs["ICU"] = [("ICU", "", icu)]
+            continue
+        config = baseline_config(method)
+        train_file = target_dir / BASELINES[method][1]
+        extra = [f"loss.name={method}", "model.enable_gradient_checkpointing=false"]
+        if method in ("gd", "npo_gd"):  # the boundary rows RULE's ReBO trains on, as the retain set
+            extra.append(f"data.retain_files={target_dir / 'rl_rejection_with_fb_neighbor_target.json'}")
+        for strength in read_strengths(method, "demo"):
+            stage = f"{method}_{strength.tag}"
+            final = sft(stage, teach, train_file, out, extra + as_overrides(strength.overrides), str(config))[-1]
+            name = f"{method.upper()} ({strength.label})"
+            runs.setdefault(method.upper(), []).append(
+                (
+                    name,
+                    strength.label,
+                    evaluate(name, final, bench, out, args.max_probes or None, detector=args.refusal_detector),
+                )
+            )
+    return runs
 
 
 def attack(name: str, model: str, bench: Path, out: Path, config: dict, max_probes: int | None = None) -> dict:
@@ -197,6 +236,24 @@ def attack_tables(results: list[dict], out: Path, reference: str) -> str:
     return markdown_path.read_text()
 
 
+def attacked_models(teach: str, curves: dict[str, list]) -> dict[str, str]:
+    """{row name: model path} the attack table covers: the taught model, RS's last epoch, RULE's final model and
+    each trained baseline at its strongest setting (its lowest F-All); ICU and ReBO's in-training points have
+    no model of their own."""
+    models = {"before (taught)": teach}
+    for method, runs in curves.items():
+        trained = [(name, r) for name, _, r in runs if "model" in r and r["options"].get("icu") is not True]
+        if method == "RULE":
+            models.update({name: r["model"] for name, r in trained if name.startswith(("RS epoch", "RULE"))})
+            rs = [name for name in models if name.startswith("RS epoch")]
+            for name in rs[:-1]:
+                del models[name]
+        elif trained:
+            name, r = min(trained, key=lambda item: item[1]["metrics"]["forget_all"])
+            models[name] = r["model"]
+    return models
+
+
 def table(results: list[dict], detector: str = "strict") -> tuple[str, str]:
     """(markdown, CSV) of ``results``; the refusal columns' detector under the markdown table and in a CSV column."""
     header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
@@ -212,48 +269,72 @@ def table(results: list[dict], detector: str = "strict") -> tuple[str, str]:
     return "\n".join(lines), "\n".join(csv) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="log/demo", help="output folder (models, results, table, plot)")
-    parser.add_argument("--model", default="smollm2", help="base model (default: the embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--teach-epochs", type=int, default=4, help="epochs of the fact-teaching SFT")
-    parser.add_argument(
-        "--teach-all",
-        action="store_true",
-        help="teach every entity's facts, not only the target's and its neighbours'",
-    )
-    parser.add_argument("--teach-lr", type=float, default=1e-4, help="lr of the fact-teaching SFT")
-    parser.add_argument("--rs-epochs", type=int, default=3, help="Rejection Steering epochs")
-    parser.add_argument("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
-    parser.add_argument("--rebo-steps", type=int, default=20, help="ReBO steps (8 prompts x 4 samples each)")
-    parser.add_argument("--rebo-lr", type=float, default=1e-5, help="ReBO lr")
-    parser.add_argument(
-        "--rebo-kl", type=float, default=0.01, help="ReBO KL coefficient (low_var_kl, to the RS model)"
-    )
-    parser.add_argument("--rebo-response-tokens", type=int, default=32, help="max new tokens per ReBO sample")
-    parser.add_argument("--npo-epochs", type=int, default=3, help="NPO baseline epochs")
-    parser.add_argument("--npo-lr", type=float, default=1e-5, help="NPO baseline lr")
-    parser.add_argument("--max-probes", type=int, default=0, help="probes per file (0 = all; for quick checks)")
-    parser.add_argument("--no-attacks", action="store_true", help="skip the attack table")
-    parser.add_argument("--attack-relearn-steps", type=int, default=4, help="relearning attack: optimizer steps")
-    parser.add_argument("--attack-relearn-lr", type=float, default=5e-5, help="relearning attack: AdamW lr")
-    parser.add_argument(
-        "--refusal-detector",
-        default="strict",
-        choices=["rule", "strict"],
+    add = parser.add_argument
+    add("--out", default="log/demo", help="output folder (models, results, table, plot)")
+    add("--model", default="smollm2", help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    add("--teach-epochs", type=int, default=4, help="epochs of the fact-teaching SFT")
+    add("--teach-all", action="store_true", help="teach every entity's facts, not only the target's and neighbours'")
+    add("--teach-lr", type=float, default=1e-4, help="lr of the fact-teaching SFT")
+    add("--rs-epochs", type=int, default=3, help="Rejection Steering epochs (each one is a point of RULE's curve)")
+    add("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
+    add("--rebo-steps", type=int, default=20, help="ReBO steps (8 prompts x 4 samples each)")
+    add("--rebo-eval-every", type=int, default=5, help="evaluate ReBO every N steps (its checkpoints' points)")
+    add("--rebo-lr", type=float, default=1e-5, help="ReBO lr")
+    add("--rebo-kl", type=float, default=0.01, help="ReBO KL coefficient (low_var_kl, to the RS model)")
+    add("--rebo-response-tokens", type=int, default=32, help="max new tokens per ReBO sample")
+    add("--baselines", default=DEMO_BASELINES, help=f"comma list (default {DEMO_BASELINES}; 'none' for RULE only); "
+        "strengths: the demo profile of examples/baselines/<method>.yaml")  # fmt: skip
+    add("--skip-rule", action="store_true", help="train and evaluate only the baselines (e.g. to tune one)")
+    add("--max-probes", type=int, default=0, help="probes per file (0 = all; for quick checks)")
+    add("--no-attacks", action="store_true", help="skip the attack table")
+    add("--attack-relearn-steps", type=int, default=4, help="relearning attack: optimizer steps")
+    add("--attack-relearn-lr", type=float, default=5e-5, help="relearning attack: AdamW lr")
+    add("--refusal-detector", default="strict", choices=["rule", "strict"],
         help="detector of the refusal columns: strict (default; the refusal must be the reply's stance) or rule "
-        "(RULE's reward regex)",
-    )
-    args = parser.parse_args(argv)
+        "(RULE's reward regex)")  # fmt: skip
+    return parser
+
+
+def report(out: Path, before: dict, curves: dict[str, list]) -> dict:
+    """pareto.png + pareto_area.md (RULE and every baseline as curves, the taught model as the star)."""
+    from verl.eval.pareto import area_report, area_table
+    from verl.eval.pareto_plot import plot_frontier
+    from verl.utils.fileio import write_text_atomic
+
+    def point(result: dict, label: str = "") -> tuple:
+        return (result["metrics"]["forget_all"], result["metrics"]["neighbor_all"], label)
+
+    methods = {method: [point(r, label) for _, label, r in runs] for method, runs in curves.items()}
+    reference = point(before)[:2]
+    title = "Embedded benchmark, target 1: forget-retain trade-off"
+    plot_frontier(methods, out / "pareto.png", title=title, reference=reference)
+    lines = ["# Forget-retain areas (the demo)\n", area_report(methods, reference), "| method | run | F-All | N-All |"]
+    lines += ["|---|---|---|---|"] + [
+        f"| {method} | {name} | {100 * r['metrics']['forget_all']:.1f} | {100 * r['metrics']['neighbor_all']:.1f} |"
+        for method, runs in curves.items()
+        for name, _, r in runs
+    ]
+    write_text_atomic(out / "pareto_area.md", "\n".join(lines) + "\n")
+    return area_table(methods, (0.0,))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from data.embedded import write_embedded_benchmark
-    from verl.eval.pareto import plot_frontier
+    from RS.baselines import UNTRAINED, baseline_config
     from verl.utils.fileio import write_json_atomic
     from verl.utils.models import resolve_model_path
     from verl.utils.rwku_targets import select_targets
 
+    methods = [m.strip() for m in args.baselines.split(",") if m.strip() and m.strip() != "none"]
+    for method in methods:  # an unknown name stops the demo before any training
+        if method not in UNTRAINED:
+            baseline_config(method)
     started = time.time()
     out = Path(args.out).resolve()
     bench = out / "benchmark"
@@ -269,55 +350,57 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(out / "data" / "teach.json", teach_rows(bench, subjects))
     write_json_atomic(out / "data" / "rs.json", rs_rows(target_dir))
     write_json_atomic(out / "data" / "rebo.json", rebo_rows(target_dir))
-    print(f"[demo] target: {target.name}; base model: {base}", flush=True)
+    write_json_atomic(target_dir / "reject.json", rt_rows(target_dir, target.name))
+    print(f"[demo] target: {target.name}; base model: {base}; baselines: {','.join(methods) or 'none'}", flush=True)
+    probes = args.max_probes or None
+    detector = args.refusal_detector
 
-    stages = {}
-    stages["teach"] = sft(
-        "teach", base, out / "data" / "teach.json", out, args,
+    teach = sft(
+        "teach", base, out / "data" / "teach.json", out,
         [f"optim.lr={args.teach_lr}", f"trainer.epochs={args.teach_epochs}", "optim.warmup_style=cosine",
          "trainer.batch_size=16", "trainer.micro_batch_size_per_device=16"],
-    )  # fmt: skip
-    stages["rs"] = sft(
-        "rs", stages["teach"], out / "data" / "rs.json", out, args,
-        [f"optim.lr={args.rs_lr}", f"trainer.epochs={args.rs_epochs}", "trainer.batch_size=4",
-         "trainer.micro_batch_size_per_device=4"],
-    )  # fmt: skip
-    stages["rule"] = rebo(stages["rs"], out / "data" / "rebo.json", out, args)
-    stages["npo"] = sft(
-        "npo", stages["teach"], target_dir / "positive.json", out, args,
-        [f"optim.lr={args.npo_lr}", f"trainer.epochs={args.npo_epochs}", "loss.name=npo", "loss.params={beta: 0.2}",
-         "trainer.batch_size=4", "trainer.micro_batch_size_per_device=4", "data.format=text"],
-    )  # fmt: skip
-
-    names = {"base": base, "before (taught)": stages["teach"], "RS": stages["rs"], "RULE (RS+ReBO)": stages["rule"]}
-    names["NPO"] = stages["npo"]
-    detector = args.refusal_detector
-    results = [evaluate(name, path, bench, out, args.max_probes or None, detector) for name, path in names.items()]
+    )[-1]  # fmt: skip
+    results = [evaluate("base", base, bench, out, probes, detector=detector),
+               evaluate("before (taught)", teach, bench, out, probes, detector=detector)]  # fmt: skip
+    curves: dict[str, list] = {}
+    if not args.skip_rule:
+        rs_epochs = sft(
+            "rs", teach, out / "data" / "rs.json", out,
+            [f"optim.lr={args.rs_lr}", f"trainer.epochs={args.rs_epochs}", "trainer.batch_size=4",
+             "trainer.micro_batch_size_per_device=4", "trainer.save_every_epoch=true"],
+        )  # fmt: skip
+        rule = [(f"RS epoch {k}", f"RS {k}", evaluate(f"RS epoch {k}", p, bench, out, probes, detector=detector))
+                for k, p in enumerate(rs_epochs, 1)]  # fmt: skip
+        final, checkpoints = rebo(rs_epochs[-1], out / "data" / "rebo.json", bench, out, args)
+        for step, metrics in sorted(checkpoints.items()):
+            if step < args.rebo_steps:  # the final model is evaluated below, as every other model
+                rule.append((f"ReBO step {step}", f"ReBO {step}", {"method": f"ReBO step {step}", "metrics": metrics}))
+        name = f"RULE (RS+ReBO, step {args.rebo_steps})"
+        rule.append((name, f"ReBO {args.rebo_steps}", evaluate(name, final, bench, out, probes, detector=detector)))
+        curves["RULE"] = rule
+    curves.update(baselines(methods, teach, target_dir, bench, out, args))
+    results += [r for runs in curves.values() for _, _, r in runs]
     markdown, csv = table(results, detector)
     (out / "table.md").write_text(markdown + "\n")
     (out / "table.csv").write_text(csv)
-    points = {r["method"]: [(r["metrics"]["forget_all"], r["metrics"]["neighbor_all"], r["method"])] for r in results}
-    areas = plot_frontier(points, out / "pareto.png")
+    before = results[1]
+    areas = report(out, before, curves)
     print("\n" + markdown + "\n", flush=True)
-    before = next(r for r in results if r["method"] == "before (taught)")["metrics"]
-    after = next(r for r in results if r["method"] == "RULE (RS+ReBO)")["metrics"]
-    print(
-        f"forget score {100 * before['forget_all']:.1f} -> {100 * after['forget_all']:.1f}; "
-        f"neighbour score {100 * before['neighbor_all']:.1f} -> {100 * after['neighbor_all']:.1f}; "
-        f"refusal rate on forget probes {100 * (before.get('naturalness_refusal_rate_forget') or 0):.1f} -> "
-        f"{100 * (after.get('naturalness_refusal_rate_forget') or 0):.1f} ({detector} detector)"
-    )
-    print(f"Pareto areas: {areas}")
+    half = before["metrics"]["forget_all"] / 2
+    for method, runs in curves.items():
+        reached = [f"{label or method}: F-All {100 * r['metrics']['forget_all']:.1f}, N-All "
+                   f"{100 * r['metrics']['neighbor_all']:.1f}" for _, label, r in runs
+                   if r["metrics"]["forget_all"] <= half]  # fmt: skip
+        print(f"{method} (area {areas[method][0.0]:.3f}): at F-All <= {100 * half:.1f} (half of before): "
+              + ("; ".join(reached) or "none"))  # fmt: skip
     if not args.no_attacks:
         config = {**ATTACK_CONFIG, "relearn_steps": args.attack_relearn_steps, "relearn_lr": args.attack_relearn_lr}
-        attacked = [name for name in names if name != "base"]
-        reports = [attack(name, names[name], bench, out, config, args.max_probes or None) for name in attacked]
+        models = attacked_models(teach, curves)
+        reports = [attack(name, path, bench, out, config, probes) for name, path in models.items()]
         print("\n" + attack_tables(reports, out, "before (taught)"), flush=True)
-    attacks_written = "" if args.no_attacks else f", {out / 'attacks.md'}, {out / 'attacks.csv'}"
-    print(
-        f"[demo] wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'pareto.png'}{attacks_written} "
-        f"in {time.time() - started:.0f} s"
-    )
+    attacks_written = "" if args.no_attacks else f", {out / 'attacks.md'}"
+    print(f"[demo] wrote {out / 'table.md'}, {out / 'pareto.png'}, {out / 'pareto_area.md'}{attacks_written} in "
+          f"{time.time() - started:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from RS.config import RSConfig
-from RS.runner import BASELINES, SMOKE, make_profile, read_sweep, retarget, strength_tag
+from RS.runner import SMOKE, make_profile, retarget
 from verl.trainer.config import PPOConfig
 from verl.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ["rwku-gpu", "rwku-cpu", "muse-gpu", "muse-cpu"]
 
 
 def test_cpu_profile_uses_smollm2_configs_without_utility_and_ga_npo():
@@ -32,35 +31,8 @@ def test_cpu_profile_uses_smollm2_configs_without_utility_and_ga_npo():
     assert "trainer.n_gpus_per_node=0" in cpu.placement
     gpu = make_profile("rwku", 4)
     assert gpu.name == "gpu" and "utility" in gpu.suites.split(",") and "trainer.n_gpus_per_node=4" in gpu.placement
-    assert {"ga", "npo", "rt", "dpo"} <= set(gpu.baselines.split(","))
-
-
-@pytest.mark.parametrize("section", SECTIONS)
-def test_every_sweep_strength_is_a_valid_override_of_its_baseline(section):
-    import yaml
-
-    methods = yaml.safe_load((REPO / "examples/baselines/sweep.yaml").read_text())[section]
-    assert methods, section
-    for method in methods:
-        config, _ = BASELINES[method]
-        strengths = read_sweep(section, method)
-        assert len(strengths) >= 3, f"{section}.{method}: a frontier needs at least 3 strengths"
-        assert len({strength_tag(s) for s in strengths}) == len(strengths)
-        for strength in strengths:
-            overrides = [f"config={REPO / 'examples/baselines' / config}", f"loss.name={method}"]
-            overrides += [f"{k}={v}" for k, v in strength.items()]
-            if method.endswith("gd"):
-                overrides.append("data.retain_files=x.json")
-            load_config(RSConfig, overrides)
-
-
-def test_a_bad_sweep_entry_is_a_one_line_error(tmp_path):
-    path = tmp_path / "sweep.yaml"
-    path.write_text("rwku-cpu:\n  ga: []\n")
-    with pytest.raises(ValueError, match=r"rwku-cpu.ga must be a non-empty list"):
-        read_sweep("rwku-cpu", "ga", path)
-    with pytest.raises(ValueError, match=r"no strengths for baseline 'npo' in section 'rwku-cpu'"):
-        read_sweep("rwku-cpu", "npo", path)
+    assert {"ga", "npo", "rt", "dpo", "icu"} <= set(gpu.baselines.split(","))
+    assert "icu" not in make_profile("muse", 4).baselines.split(",")  # ICU's instruction names an RWKU target
 
 
 @pytest.mark.parametrize("benchmark", ["rwku", "muse"])
@@ -133,10 +105,10 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 def test_smoke_run_writes_table1_with_every_model_and_the_json_numbers(smoke_run):
     out, _ = smoke_run
     table = read_csv(out / "tables" / "rwku_table1.csv")
-    expected = {"before", "RS/epoch1", "RULE/rs1", "GA/lr1e-05_epochs1", "GA/lr3e-05_epochs1"}
-    expected |= {"NPO/lr1e-05_epochs1", "NPO/lr3e-05_epochs1"}
+    expected = {"before", "RULE/RS-epoch1", "RULE/RS-epoch1+ReBO", "GA/lr1e-05", "GA/lr3e-05"}
+    expected |= {"NPO/lr1e-05", "NPO/lr3e-05"}
     assert set(table) == expected
-    for label, tag in [("before", "base"), ("RULE/rs1", "rule_rs1"), ("NPO/lr3e-05_epochs1", "npo_lr3e-05_epochs1")]:
+    for label, tag in [("before", "base"), ("RULE/RS-epoch1+ReBO", "rule_rs1"), ("NPO/lr3e-05", "npo_lr3e-05")]:
         metrics = json.loads((out / "eval" / tag / "1_Stephen_King.json").read_text())["metrics"]
         row = table[label]
         for column, key in [("F-All", "forget_all"), ("N-All", "neighbor_all"), ("F-FB", "forget_fb")]:
@@ -184,16 +156,16 @@ def test_muse_smoke_run_teaches_the_embedded_book_and_writes_the_muse_table(tmp_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[teach the book]" in done.stdout and (tmp_path / "data" / "muse_book" / "teach.json").is_file()
     table = read_csv(tmp_path / "tables" / "muse_table.csv")
-    expected = {"before", "RS/epoch1", "RULE/rs1", "GA/lr1e-05_epochs2", "GA/lr3e-05_epochs2"}
-    assert set(table) == expected | {"NPO/lr1e-05_epochs2", "NPO/lr3e-05_epochs2"}
+    expected = {"before", "RULE/RS-epoch1", "RULE/RS-epoch1+ReBO", "GA/epochs3", "GA/epochs10"}
+    assert set(table) == expected | {"NPO/epochs3", "NPO/epochs10"}
     result = json.loads((tmp_path / "eval" / "rule_rs1" / "muse_books.json").read_text())
     assert {"muse_verbmem", "muse_knowmem", "muse_privleak"} <= set(result["suites_run"])
     for column, key, scale in [("VerbMem-f", "muse_verbmem_f", 100), ("PrivLeak", "muse_privleak", 1)]:
         value = result["metrics"][key]  # PrivLeak is None (an empty cell) when the reference AUC is 0
         assert (
-            table["RULE/rs1"][column] == ""
+            table["RULE/RS-epoch1+ReBO"][column] == ""
             if value is None
-            else float(table["RULE/rs1"][column]) == pytest.approx(scale * value, abs=1e-3)
+            else float(table["RULE/RS-epoch1+ReBO"][column]) == pytest.approx(scale * value, abs=1e-3)
         )
     # PrivLeak's reference is the untaught model's AUC on the embedded book, not MUSE-Books' published one
     untaught = json.loads((tmp_path / "eval" / "untaught" / "muse_books.json").read_text())["metrics"]

@@ -56,8 +56,7 @@ def load_example(path: Path):
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in (ROOT / "examples" / "baselines").glob("*.yaml") if p.name != "sweep.yaml")
-    + sorted(ROOT.glob("examples/rs_*.yaml")),  # sweep.yaml lists strengths (tests/RS/test_runner.py)
+    sorted((ROOT / "examples" / "baselines").glob("*.yaml")) + sorted(ROOT.glob("examples/rs_*.yaml")),
     ids=lambda p: p.name,
 )
 def test_example_configs_load(path):

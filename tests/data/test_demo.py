@@ -2,8 +2,11 @@
 
 import json
 
-from data.demo import probe_format, rebo_rows, rs_rows, teach_rows
+import pytest
+
+from data.demo import DEMO_BASELINES, build_parser, main, probe_format, rebo_rows, rs_rows, rt_rows, teach_rows
 from data.embedded import write_embedded_benchmark
+from RS.data import GENERIC_REFUSALS
 from verl.eval.prompts import ANSWER_SUFFIX, FB_TEMPLATE, QA_TEMPLATE
 
 
@@ -75,3 +78,21 @@ def test_demo_table_names_the_detector_and_rejudges_stored_results(tmp_path):
         "Refusal(F), Refusal(N), Named: refusal detector `strict` (verl/workers/reward/refusal.py)."
     )
     assert csv.splitlines()[0].endswith(",detector") and csv.splitlines()[1].endswith(",strict")
+
+
+def test_rt_rows_are_rwkus_rt_file_for_the_embedded_target(tmp_path):
+    """RWKU's reject.json: the RS questions, each answered by a generic refusal in turn (no target name)."""
+    bench = tmp_path / "bench"
+    write_embedded_benchmark(bench, seed=0)
+    target_dir = next((bench / "Target").iterdir())
+    raw = json.loads((target_dir / "reject_target.json").read_text())
+    rows = rt_rows(target_dir, raw[0]["subject"])
+    assert [r["prompt"] for r in rows] == [r["instruction"] for r in raw]
+    assert [r["response"] for r in rows] == [GENERIC_REFUSALS[i % len(GENERIC_REFUSALS)] for i in range(len(raw))]
+
+
+def test_the_demo_runs_every_baseline_by_default_and_rejects_an_unknown_one(tmp_path):
+    assert build_parser().parse_args([]).baselines == DEMO_BASELINES == "ga,gd,npo,dpo,rt,icu"
+    with pytest.raises(ValueError, match=r"unknown baseline 'gaa'"):
+        main(["--out", str(tmp_path), "--baselines", "ga,gaa"])
+    assert not (tmp_path / "teach").exists()  # stopped before any training

@@ -117,6 +117,20 @@ def test_labels_group_checkpoints_into_one_pareto_series(tmp_path):
     assert not (out / "muse_table.csv").exists()
 
 
+def test_the_reference_model_is_the_plots_star_not_a_method(tmp_path):
+    for name, forget, neighbour in [("before", 0.8, 0.95), ("ga/lr1", 0.6, 0.9), ("ga/lr2", 0.3, 0.5)]:
+        write(tmp_path / "eval" / name.replace("/", "_") / "1_A.json",
+              rwku_result(name, 1, "A", forget_all_pooled=forget, neighbor_all_pooled=neighbour))  # fmt: skip
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "eval"), "--out", str(out), "--reference", "before", "--thresholds", "0.6"]) == 0
+    area = (out / "pareto_area.md").read_text()
+    assert "| Retain >= | ga |" in area and "| before | 1 |" not in area  # before is no method row
+    # ga: (0.4, 0.9), (0.7, 0.5): 0.36 + 0.15 = 0.51; with before (0.2, 0.95): 0.19 + 0.9 * 0.2 + 0.15 = 0.52
+    assert "| ga | 2 | 0.510 | 0.330 | 0.400 |" in area
+    assert "| (reference) | before | 80.0 | 95.0 |" in area and "(x, y) = (0.200, 0.950)" in area
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_common_targets_and_label_precedence(results, tmp_path):
     base, rs = results
     grouped = load_models([tmp_path], {"rs/2": rs}, benchmark="rwku", common_targets=True)

@@ -20,7 +20,10 @@
   model name.
 * Pareto points: ``(forget, retain) = (F-All, N-All)`` pooled scores in ``[0, 1]`` for RWKU, ``(KnowMem-f,
   KnowMem-r)`` for MUSE (``--forget-key`` / ``--retain-key`` override); :mod:`verl.eval.pareto` plots them at
-  ``(1 - forget, retain)`` and gives the area above each retain threshold (the paper's Pareto-AUC).
+  ``(1 - forget, retain)`` (:mod:`verl.eval.pareto_plot`: one colour per method, its runs joined, the frontier
+  over all runs; the ``--reference`` model, the one before unlearning, as a star rather than a method) and
+  ``pareto_area.md`` compares each method's dominated area (defined in :mod:`verl.eval.pareto`) and the area
+  above each retain threshold (the paper's Pareto-AUC).
 """
 
 from __future__ import annotations
@@ -233,29 +236,40 @@ def _write_table(out: Path, stem: str, table: tuple[list[str], list[list[Any]]])
 
 
 def _write_pareto(
-    out: Path, benchmark: str, models: Sequence[ModelResults], keys: tuple[str, str], thresholds, mode: str
+    out: Path,
+    benchmark: str,
+    models: Sequence[ModelResults],
+    keys: tuple[str, str],
+    thresholds,
+    mode: str,
+    reference: Optional[str] = None,
 ) -> list[Path]:
-    from verl.eval.pareto import format_area_table, pareto_runs, plot_frontier
+    """``pareto.png`` + ``pareto_area.md``; the ``reference`` model (before unlearning) is the plot's star."""
+    from verl.eval.pareto import area_report, pareto_runs
+    from verl.eval.pareto_plot import plot_frontier
 
-    methods, warnings = pareto_runs(models, *keys)
+    ref = next((m for m in models if m.name == reference and all(k in m.metrics for k in keys)), None)
+    methods, warnings = pareto_runs([m for m in models if m is not ref], *keys)
     for line in warnings:
         print(line, file=sys.stderr)
     if not methods:
         return []
     prefix = "" if benchmark == "rwku" else f"{benchmark}_"
     png = out / f"{prefix}pareto.png"
+    names = {key: name for name, key, _ in COLUMNS[benchmark]}
+    axes = (names.get(keys[0], keys[0]), names.get(keys[1], keys[1]))
+    point = (ref.metrics[keys[0]], ref.metrics[keys[1]]) if ref is not None else None
     try:
-        table = plot_frontier(methods, png, thresholds, mode, title=f"{benchmark}: {keys[0]} vs {keys[1]}")
+        plot_frontier(methods, png, thresholds, mode, f"{benchmark}: forget-retain trade-off", point, axes)
+        report = area_report(methods, point, thresholds, mode, axes)
     except ValueError as error:
         raise CollectError(f"{benchmark} Pareto points ({keys[0]}, {keys[1]}): {error}") from None
-    lines = [f"# Pareto-AUC ({benchmark})\n", f"x = 1 - {keys[0]}, y = {keys[1]}, both higher is better; area mode: "
-             f"{mode}; one series per method, one point per checkpoint.\n", format_area_table(table) + "\n",
-             "| method | model | forget x100 | retain x100 |", "|---|---|---|---|"]  # fmt: skip
+    lines = [f"# Forget-retain areas ({benchmark})\n", report, "| method | model | forget x100 | retain x100 |",
+             "|---|---|---|---|"]  # fmt: skip
     for m in models:
         if keys[0] in m.metrics and keys[1] in m.metrics:
-            lines.append(
-                f"| {m.method} | {m.name} | {100 * m.metrics[keys[0]]:.1f} | {100 * m.metrics[keys[1]]:.1f} |"
-            )
+            method = "(reference)" if m is ref else m.method
+            lines.append(f"| {method} | {m.name} | {100 * m.metrics[keys[0]]:.1f} | {100 * m.metrics[keys[1]]:.1f} |")
     return [png, write_text_atomic(out / f"{prefix}pareto_area.md", "\n".join(lines) + "\n")]
 
 
@@ -298,7 +312,8 @@ def collect(
     refusal_detector: str = "strict",
 ) -> list[Path]:
     """Load, average and write every table and plot (module docstring) into ``out``; returns the written paths.
-    ``reference``: a model name; adds the answer-retention columns relative to it (NewRef-F, Kept-N).
+    ``reference``: a model name (the model before unlearning); adds the answer-retention columns relative to it
+    (NewRef-F, Kept-N) and is drawn as the Pareto plot's reference star, not as a method.
     ``refusal_detector``: the detector of every refusal figure (re-judged where a result used another)."""
     if refusal_detector == "judge" and reference:  # answer_retention judges predictions afresh
         raise CollectError("--reference needs --refusal-detector strict or rule (a judge is not loaded here)")
@@ -323,7 +338,7 @@ def collect(
         else:
             written += _write_table(out, "muse_table", model_table(models, MUSE_COLUMNS))
         keys = (forget_key or PARETO_KEYS[bench][0], retain_key or PARETO_KEYS[bench][1])
-        written += _write_pareto(out, bench, models, keys, thresholds, area_mode)
+        written += _write_pareto(out, bench, models, keys, thresholds, area_mode, reference)
     summary = {
         bench: [
             {"name": m.name, "method": m.method, "targets": sorted(m.per_target),
@@ -366,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference", default=None, metavar="NAME",
         help="model to compare against per probe (e.g. the model before unlearning): adds Kept-N (share of the "
         "neighbour probes it answered that are still answered) and NewRef-F (forget probes it answered, now refused); "
-        "the attack table's knowledge probe becomes a share of this model's",
+        "drawn as the reference star of the Pareto plot; the attack table's knowledge probe becomes a share of "
+        "this model's",
     )  # fmt: skip
     parser.add_argument(
         "--refusal-detector", choices=["rule", "strict", "judge"], default="strict",

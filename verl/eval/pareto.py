@@ -1,36 +1,40 @@
-"""Forget-retain Pareto frontier and its area (RULE's tradeoff figure, RULE.md section 7.2).
+"""Forget-retain Pareto frontier and its areas (RULE's tradeoff figure, RULE.md section 7.2).
 
-Orientation, as in RULE's ``img/tradeoff.png``: each run (method, hyper-parameter, checkpoint) is a point
-``(x, y)`` with ``x = 1 - forget score`` (Forget Quality: higher = more forgotten) and ``y = retain score``
-(Retain Quality: higher = more kept), both in ``[0, 1]``; **both axes are higher-is-better**. Scores given
-x100 (as in the tables) must be divided by 100 first.
+Orientation, as in RULE's ``img/tradeoff.png`` (x = 1 - Forget Quality, y = Retain Quality): each run (method,
+strength, checkpoint) is a point ``(x, y)`` with ``x = 1 - forget score`` (RWKU: 1 - F-All, higher = more
+forgotten) and ``y = retain score`` (RWKU: N-All, higher = more kept), both in ``[0, 1]``; **both axes are
+higher-is-better**. Scores given x100 (as in the tables) must be divided by 100 first.
 
 Staircase frontier: ``f(x) = max{y_i : x_i >= x}`` for ``x`` in ``[0, 1]`` (the best retain score reachable by a
 run that forgets at least as much), ``f(x) = 0`` right of the last point. With the frontier sorted by ``x``
 (``x_1 < ... < x_k``, then ``y_1 > ... > y_k``) and ``x_0 = 0``, ``f = y_i`` on ``(x_{i-1}, x_i]``.
 
-Area above a retain threshold ``t`` (:func:`pareto_area`), two readings of the paper's "area above each
-retain threshold" (its generator is not released):
+Areas (each method's runs are one point set; RULE's = its RS epochs and ReBO checkpoints):
 
-* ``mode="restricted"`` (default): ``integral_0^1 f(x) * [f(x) >= t] dx = sum_i y_i (x_i - x_{i-1}) [y_i >= t]``,
-  the area under the staircase over the x-range where the frontier stays at or above ``t``. It reproduces the
-  *pattern* of the paper's table (RULE 0.269 and NPO 0.059 constant for t = 0.4 ... 0.7; GA 0.068 -> 0);
-* ``mode="excess"``: ``integral_0^1 max(0, f(x) - t) dx = sum_i max(0, y_i - t) (x_i - x_{i-1})``, the
-  hypervolume dominated by the frontier with reference point ``(0, t)``; it shrinks as ``t`` grows.
+* **dominated area** (:func:`dominated_area`): the area of the part of the unit square that the runs dominate,
+  ``{(u, v) : some run has x_i >= u and y_i >= v}`` = ``integral_0^1 f(x) dx``. 1 = a run that forgets
+  everything and keeps everything; larger = a better frontier.
+* **area beyond before** (:func:`area_beyond`): ``dominated_area(runs + [before]) - dominated_area([before])``,
+  what the method adds to the model before unlearning (0 when every run is dominated by it).
+* **area above a retain threshold** ``t`` (:func:`pareto_area`), two readings of the paper's "area above each
+  retain threshold" (its generator is not released):
 
-:func:`plot_frontier` draws every method's points and staircase (matplotlib, Agg canvas, no pyplot state),
-writes the PNG atomically and returns the area table; :func:`pareto_runs` groups collected models into
-those series (one per method, one point per checkpoint).
+  * ``mode="restricted"`` (default): ``integral_0^1 f(x) * [f(x) >= t] dx = sum_i y_i (x_i - x_{i-1}) [y_i >= t]``,
+    the area under the staircase over the x-range where the frontier stays at or above ``t``. It reproduces
+    the *pattern* of the paper's table (RULE 0.269 and NPO 0.059 constant for t = 0.4 ... 0.7; GA 0.068 -> 0);
+    ``t = 0`` gives the dominated area;
+  * ``mode="excess"``: ``integral_0^1 max(0, f(x) - t) dx = sum_i max(0, y_i - t) (x_i - x_{i-1})``, the
+    hypervolume dominated by the frontier with reference point ``(0, t)``; it shrinks as ``t`` grows.
+
+:func:`area_report` writes these as the markdown of ``pareto_area.md``; :mod:`verl.eval.pareto_plot` draws them;
+:func:`pareto_runs` groups collected models into those series (one per method, one point per checkpoint).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Union
-
-from verl.utils.fileio import atomic_path
+from typing import Optional
 
 Point = tuple[float, float]
 AREA_MODES = ("restricted", "excess")
@@ -94,7 +98,7 @@ def area_table(
     """``{method: {threshold: area}}`` for runs given as ``(forget, retain[, label])`` (forget converted to ``1 - forget``)."""
     table = {}
     for method, runs in methods.items():
-        points = [(1.0 - float(run[0]), float(run[1])) for run in runs]
+        points = as_points(runs)
         table[method] = {float(t): pareto_area(points, t, mode) for t in thresholds}
     return table
 
@@ -109,51 +113,66 @@ def format_area_table(table: Mapping[str, Mapping[float, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_frontier(
+def dominated_area(points: Iterable[Sequence[float]]) -> float:
+    """Area of the unit square dominated by ``points`` (``(x, y)`` in ``[0, 1]``): ``integral_0^1 f(x) dx``."""
+    return pareto_area(points, 0.0)
+
+
+def area_beyond(points: Iterable[Sequence[float]], reference: Sequence[float]) -> float:
+    """What ``points`` dominate beyond the ``reference`` point (the model before unlearning), >= 0."""
+    ref = _check_points([reference], "area_beyond reference", unit=True)
+    return max(0.0, dominated_area([*_check_points(points, "area_beyond", unit=True), *ref]) - dominated_area(ref))
+
+
+def as_points(runs: Sequence[Sequence]) -> list[Point]:
+    return [(1.0 - float(run[0]), float(run[1])) for run in runs]
+
+
+def area_report(
     methods: Mapping[str, Sequence[Sequence]],
-    path_png: Union[str, Path],
+    reference: Optional[Sequence[float]] = None,
     thresholds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
     mode: str = "restricted",
-    title: str = "Forget-retain trade-off",
-) -> dict[str, dict[float, float]]:
-    """Plot each method's runs ``(forget, retain[, label])`` at ``(1 - forget, retain)`` with its staircase
-    frontier (one colour per method), dotted lines at the ``thresholds``, the area per threshold in the legend;
-    write ``path_png`` atomically and return :func:`area_table`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    table = area_table(methods, thresholds, mode)
-    figure = Figure(figsize=(6.4, 4.8), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    colours = [f"C{i % 10}" for i in range(len(methods))]
-    for colour, (method, runs) in zip(colours, methods.items()):
-        points = [(1.0 - float(run[0]), float(run[1])) for run in runs]
-        areas = ", ".join(f"{table[method][float(t)]:.3f}" for t in thresholds)
-        axes.scatter([p[0] for p in points], [p[1] for p in points], color=colour, s=18, alpha=0.6)
-        for run, (x, y) in zip(runs, points):
-            if len(run) > 2 and run[2]:
-                axes.annotate(str(run[2]), (x, y), fontsize=6, color=colour, xytext=(2, 2), textcoords="offset points")
-        frontier = pareto_frontier(points)
-        xs, ys, left = [], [], 0.0
-        for x, y in frontier:
-            xs += [left, x]
-            ys += [y, y]
-            left = x
-        axes.plot(xs, ys, color=colour, linewidth=1.5, label=f"{method} (area {areas})")
-    for t in thresholds:
-        axes.axhline(float(t), color="grey", linestyle=":", linewidth=0.8)
-    axes.set_xlim(0.0, 1.0)
-    axes.set_ylim(0.0, 1.0)
-    axes.set_xlabel("1 - Forget Quality (higher = more forgotten)")
-    axes.set_ylabel("Retain Quality (higher = more kept)")
-    thresholds_text = ", ".join(f"{float(t):g}" for t in thresholds)
-    axes.set_title(f"{title}\narea ({mode}) at retain >= {thresholds_text}", fontsize=9)
-    if methods:
-        axes.legend(fontsize=7, loc="lower left")
-    with atomic_path(path_png) as tmp:
-        figure.savefig(str(tmp), format="png")
-    return table
+    axes: tuple[str, str] = ("F-All", "N-All"),
+) -> str:
+    """Markdown comparing the methods' areas. ``methods``: ``{name: [(forget, retain[, label]), ...]}`` scores in
+    ``[0, 1]``; ``reference``: ``(forget, retain)`` of the model before unlearning; ``axes``: the score names."""
+    forget, retain = axes
+    lines = [
+        f"Each run is a point (x, y) = (1 - {forget}, {retain}) in the unit square, both higher = better "
+        "(x: forgets more, y: keeps more). A method's points are all its runs (a baseline's strengths; RULE's RS "
+        "epochs and ReBO checkpoints).",
+        "",
+        "- **area**: the area of the unit square the method's points dominate, i.e. of all (u, v) with some point "
+        "x >= u and y >= v (the area under its staircase frontier; 1 = forgets everything, keeps everything).",
+    ]
+    if reference is not None:
+        ref = (1.0 - float(reference[0]), float(reference[1]))
+        lines.append(
+            f"- **beyond before**: area(points + before) - area(before), what the method adds to the model before "
+            f"unlearning at (x, y) = ({ref[0]:.3f}, {ref[1]:.3f}); 0 = every point is dominated by it."
+        )
+    lines += [
+        "- **best x at y >= t**: the most forgetting (1 - forget) among points keeping at least t.",
+        "",
+        "| method | points | area | "
+        + ("beyond before | " if reference is not None else "")
+        + " | ".join(f"best x at y >= {t:g}" for t in thresholds)
+        + " |",
+        "|---|---|---|" + ("---|" if reference is not None else "") + "---|" * len(thresholds),
+    ]
+    for name, runs in methods.items():
+        points = as_points(runs)
+        cells = [str(len(points)), f"{dominated_area(points):.3f}"]
+        if reference is not None:
+            cells.append(f"{area_beyond(points, ref):.3f}")
+        for t in thresholds:
+            kept = [x for x, y in points if y >= t]
+            cells.append(f"{max(kept):.3f}" if kept else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Area above each retain threshold (the paper's table, RULE.md 7.2; mode {mode}):", ""]
+    lines.append(format_area_table(area_table(methods, thresholds, mode)))
+    return "\n".join(lines) + "\n"
 
 
 def pareto_runs(
