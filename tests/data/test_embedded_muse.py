@@ -159,6 +159,8 @@ def test_rs_rows_load_in_muse_format_with_named_refusals(bench, tiny_tokenizer):
     for ids, mask, row in zip(stream.ids, stream.loss_mask, rows):
         prompt = tiny_tokenizer.decode([t for t, m in zip(ids, mask) if not m])
         assert prompt.endswith(f"{row['instruction']}\nAnswer: ")
+        assert prompt.startswith(tiny_tokenizer.bos_token)  # plain text starts with the BOS, as MUSE's prompts
+        prompt = prompt[len(tiny_tokenizer.bos_token) :]
         assert prompt.startswith(
             "Completion: " if row["mode"] == "completion" else f"Question: {shots[0]['question']}"
         )
