@@ -4,13 +4,13 @@ For each forget question ``q`` about a target, an instruction model writes
   (a) ``FB_instruction``: ``q`` rewritten as a cloze with a ``___`` slot (same forget fact);
   (b) ``neighbor_question``: ``q``'s surface template about a similar but different entity, with its answer;
   (c) ``FB_neighbor_question``: a cloze version of (b) about yet another similar entity, with its answer.
-Rows keep RULE's ``reject_with_fb_neighbor_target.json`` schema; :func:`flatten_rebo_rows` turns them into
+Rows keep RULE's ``reject_with_fb_neighbor_target.json`` schema; :mod:`data.rebo_rows` turns them into
 the ReBO training rows ``{prompt, solution}`` (``q``, FB(q) -> ``["<reject>", refusal, target]``; (b), (c) ->
-``["<normal>", answer]``) and :func:`probe_eval_rows` builds the validation rows from the benchmark probes.
+``["<normal>", answer]``) and builds the validation rows from the benchmark probes.
 
-The generator is any ``generate_fn(prompts: list[str]) -> list[str]`` (same length, same order). Prompts are
-*user-message contents*: the caller applies the chat template (the rollout worker group of the engine is the
-intended generator for large runs; :func:`hf_generate_fn` is a minimal transformers adapter for the CLI).
+The generator is any ``generate_fn(prompts: list[str]) -> list[str]`` (same length, same order; the contract
+and the transformers adapter are in :mod:`data.generators`). Prompts are *user-message contents*: the
+generator applies the chat template (the runner's ``synth`` stage uses the engine's rollout worker group).
 Templates (few-shot, strict ``Label: value`` lines, parsed leniently: any case, markdown bold, bullets,
 quotes) are :data:`FB_PROMPT`, :data:`NEIGHBOR_PROMPT` and :data:`FB_NEIGHBOR_PROMPT`.
 
@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from data.generators import GenerateFn, check_outputs, hf_generate_fn
+from data.rebo_rows import NORMAL, REJECT, build_eval_rows, flatten_rebo_rows
 from verl.utils.fileio import write_json_atomic
 
-GenerateFn = Callable[[list[str]], list[str]]
-REJECT, NORMAL = "<reject>", "<normal>"
 KINDS = ("fb", "neighbor", "fb_neighbor")
 
 # Target-named refusals ("{name}" = target); every one is caught by RULE's is_refusal (tested).
@@ -181,19 +180,6 @@ def mentions_target(text: str, target: str) -> bool:
     return any(len(n) >= 2 and re.search(rf"(?<!\w){re.escape(_fold(n))}(?!\w)", folded) for n in names)
 
 
-def _generate(generate_fn: GenerateFn, prompts: list[str], what: str) -> list[str]:
-    if not prompts:
-        return []
-    outputs = generate_fn(prompts)
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != len(prompts):
-        got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
-        raise ValueError(f"generate_fn returned {got} outputs for {len(prompts)} {what} prompts")
-    for i, output in enumerate(outputs):
-        if not isinstance(output, str):
-            raise ValueError(f"generate_fn output {i} for the {what} prompts is a {type(output).__name__}, not a str")
-    return list(outputs)
-
-
 def _check_neighbour(output: str, target: str, cloze: bool) -> tuple[Optional[dict], str]:
     """Parse one neighbour reply -> ({entity, question, answer}, "") or (None, reason)."""
     from verl.workers.reward.refusal import is_refusal
@@ -236,7 +222,7 @@ def synthesize_boundary(
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"synthesize_boundary: forget question {i} is empty or not a str: {question!r}")
     stats = SynthesisStats(questions=len(questions))
-    first = _generate(
+    first = check_outputs(
         generate_fn,
         [FB_PROMPT.format(question=q) for q in questions]
         + [NEIGHBOR_PROMPT.format(target=target, question=q) for q in questions],
@@ -265,7 +251,7 @@ def synthesize_boundary(
     avoid = [
         " or ".join([target] + ([r["neighbor_question"]["entity"]] if "neighbor_question" in r else [])) for r in rows
     ]
-    second = _generate(
+    second = check_outputs(
         generate_fn,
         [FB_NEIGHBOR_PROMPT.format(target=target, avoid=a, question=q) for a, q in zip(avoid, questions)],
         "FB-neighbour",
@@ -280,88 +266,6 @@ def synthesize_boundary(
         if "neighbor_question" in row:
             row["neighbor_question"] = {k: row["neighbor_question"][k] for k in ("question", "answer")}
     return rows, stats
-
-
-# ----------------------------------------------------------------------------- ReBO files
-def _text(row: dict, key: str, index: int, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where or 'boundary rows'}: row {index} has no non-empty string {key!r}")
-    return value
-
-
-def flatten_rebo_rows(
-    source_rows: Sequence[dict],
-    *,
-    boundary_ratio: Optional[float] = None,
-    seed: int = 0,
-    shuffle: bool = True,
-    where: str = "",
-) -> list[dict]:
-    """ReBO training rows ``{prompt, solution}`` from boundary-source rows.
-
-    Per source row, in RULE's file order: ``FB_instruction`` and ``instruction`` -> ``["<reject>", output,
-    subject]``, then ``neighbor_question`` and ``FB_neighbor_question`` -> ``["<normal>", answer]`` (absent
-    parts skipped). ``boundary_ratio`` = boundary rows per forget row: None keeps every boundary row, a
-    number keeps a seeded sample of ``round(ratio * n_forget)`` of them (capped at what exists). ``shuffle``
-    shuffles all rows with ``seed`` (RULE's own file keeps groups of four in source order: ``shuffle=False``).
-    """
-    groups: list[list[tuple[str, dict]]] = []
-    for i, row in enumerate(source_rows):
-        refusal, name = _text(row, "output", i, where), _text(row, "subject", i, where)
-        group = []
-        for key in ("FB_instruction", "instruction"):
-            if key in row:
-                group.append(("f", {"prompt": _text(row, key, i, where), "solution": [REJECT, refusal, name]}))
-        for key in ("neighbor_question", "FB_neighbor_question"):
-            if key in row:
-                item = row[key]
-                if not isinstance(item, dict):
-                    raise ValueError(f"{where or 'boundary rows'}: row {i} {key!r} must be {{question, answer}}")
-                question, answer = _text(item, "question", i, where), _text(item, "answer", i, where)
-                group.append(("b", {"prompt": question, "solution": [NORMAL, answer]}))
-        groups.append(group)
-    rng = random.Random(seed)
-    flat = [(kind, row) for group in groups for kind, row in group]
-    boundary = [i for i, (kind, _) in enumerate(flat) if kind == "b"]
-    if boundary_ratio is not None:
-        if boundary_ratio < 0:
-            raise ValueError(f"boundary_ratio must be >= 0, got {boundary_ratio}")
-        n_forget = len(flat) - len(boundary)
-        boundary = rng.sample(boundary, min(len(boundary), round(boundary_ratio * n_forget)))
-    keep = set(boundary)
-    rows = [row for i, (kind, row) in enumerate(flat) if kind == "f" or i in keep]
-    if shuffle:
-        rng.shuffle(rows)
-    return rows
-
-
-def probe_eval_rows(target: str, forget_levels: Sequence[Sequence[dict]], neighbour_levels: Sequence[Sequence[dict]]):
-    """ReBO validation rows: every forget probe -> ``["<reject>", answer, target]``, then every neighbour probe
-    -> ``["<normal>", answer]`` (RULE's ``rl_rejection_eval_target.json`` order)."""
-    rows = []
-    for label, levels in ((REJECT, forget_levels), (NORMAL, neighbour_levels)):
-        for level, probes in enumerate(levels):
-            for i, probe in enumerate(probes):
-                where = f"{'forget' if label == REJECT else 'neighbour'} level list {level}"
-                query, answer = _text(probe, "query", i, where), _text(probe, "answer", i, where)
-                rows.append(
-                    {"prompt": query, "solution": [label, answer, target] if label == REJECT else [label, answer]}
-                )
-    return rows
-
-
-def build_eval_rows(target_dir: Union[str, Path], target: Optional[str] = None) -> list[dict]:
-    """:func:`probe_eval_rows` from a target folder's ``forget_level1-3`` and ``neighbor_level1-2`` files."""
-    from verl.eval.datasets import read_records
-
-    folder = Path(target_dir)
-    forget = [read_records(folder / f"forget_level{i}.json", ("query", "answer")) for i in (1, 2, 3)]
-    neighbour = [read_records(folder / f"neighbor_level{i}.json", ("query", "answer")) for i in (1, 2)]
-    name = target or next((p.get("subject") for level in forget for p in level if p.get("subject")), None)
-    if not name:
-        raise ValueError(f"{folder}: no target name given and no 'subject' in the forget probes")
-    return probe_eval_rows(name, forget, neighbour)
 
 
 def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list[str], str, str]:
@@ -417,58 +321,7 @@ def build_rebo_files(
     return summary
 
 
-# ----------------------------------------------------------------------------- HF adapter + CLI
-def hf_generate_fn(
-    model: str,
-    *,
-    max_new_tokens: int = 96,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    batch_size: int = 8,
-    seed: int = 0,
-) -> GenerateFn:
-    """A minimal transformers generator for small runs: chat template (when the tokenizer has one), left
-    padding, greedy or sampling, returns the decoded new tokens. ``model``: folder, hub id, ``smollm2`` or
-    ``tiny:DIR``. For large runs use the engine's rollout worker group (vLLM) as ``generate_fn`` instead."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from verl.utils.device import get_torch_device
-    from verl.utils.models import resolve_model_path
-
-    path = resolve_model_path(model)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    device = get_torch_device()
-    lm = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-
-    def generate(prompts: list[str]) -> list[str]:
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            if tokenizer.chat_template
-            else p
-            for p in prompts
-        ]
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
-        )
-        outputs: list[str] = []
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded sampling; the CPU RNG is restored after
-            torch.manual_seed(seed)
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                ids = lm.generate(
-                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-                )
-                outputs.extend(tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
-        return outputs
-
-    return generate
-
-
+# ----------------------------------------------------------------------------- CLI
 def main(argv: Optional[list[str]] = None) -> None:
     from verl.utils.rwku_targets import select_targets
 
