@@ -19,8 +19,8 @@ Filters (reason keys of :class:`SynthesisStats`): ``unparseable`` (a required la
 ``mentions_target`` (the neighbour entity, question or answer names the target: full name or last name,
 case- and accent-insensitive) and ``refusal_answer`` (RULE's ``is_refusal`` matches the answer).
 
-CLI: ``python -m data.synthesis --model PATH --data-dir DIR --target 1 --out DIR [--limit N]`` reads the
-target's forget questions (``reject_target.json``, else ``reject.json``) and writes ``OUT/<n>_<Name>/``
+CLI: ``python -m data.synthesis --model PATH --data-dir DIR --target 1 --out DIR [--limit N] [--priming MODE]``
+reads the target's forget questions (``reject_target.json``, else ``reject.json``) and writes ``OUT/<n>_<Name>/``
 ``{reject_with_fb_neighbor_target, rl_rejection_with_fb_neighbor_target, rl_rejection_eval_target,
 synthesis_stats}.json``.
 """
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from data.generators import GenerateFn, check_outputs, hf_generate_fn
+from data.generators import PRIMING_MODES, GenerateFn, check_priming, generate_labelled, hf_generate_fn
 from data.rebo_rows import NORMAL, REJECT, build_eval_rows, flatten_rebo_rows
 from verl.utils.fileio import write_json_atomic
 
@@ -110,6 +110,11 @@ Answer: Mary Westmacott
 
 Target: {target}
 Question: {question}"""
+
+FB_LABELS = ("Statement",)
+NEIGHBOR_LABELS = ("Entity", "Question", "Answer")
+FB_NEIGHBOR_LABELS = ("Entity", "Statement", "Answer")
+"""The ``Label: value`` lines each template asks for, in order (what priming starts the assistant turn with)."""
 
 _LABEL_LINE = re.compile(
     r"^[\s>*#\-\d.)]*\**\s*(entity|question|statement|answer)\s*\**\s*:\s*\**\s*(.*?)\s*\**\s*$", re.IGNORECASE
@@ -207,11 +212,13 @@ def synthesize_boundary(
     *,
     refusals: Optional[Sequence[str]] = None,
     intro: str = "",
+    priming: str = "none",
 ) -> tuple[list[dict], SynthesisStats]:
     """Boundary-source rows (RULE's ``reject_with_fb_neighbor_target.json`` schema) for ``questions``.
 
-    Two ``generate_fn`` calls: FB rewrites + neighbour questions together, then FB neighbours (told to avoid
-    the target and the first neighbour's entity). Row ``i`` has ``output = refusals[i mod len]`` (default:
+    Two rounds of generation: FB rewrites + neighbour questions together, then FB neighbours (told to avoid
+    the target and the first neighbour's entity); one ``generate_fn`` call per round, or one per field with
+    ``priming="fields"`` (see :mod:`data.generators`). Row ``i`` has ``output = refusals[i mod len]`` (default:
     :data:`REFUSAL_TEMPLATES` with the target name); parts that fail a filter are left out of the row (keys
     ``FB_instruction``, ``neighbor_question``, ``FB_neighbor_question`` absent) and counted in the stats.
     """
@@ -221,11 +228,14 @@ def synthesize_boundary(
     for i, question in enumerate(questions):
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"synthesize_boundary: forget question {i} is empty or not a str: {question!r}")
+    check_priming(priming)
     stats = SynthesisStats(questions=len(questions))
-    first = check_outputs(
+    first = generate_labelled(
         generate_fn,
         [FB_PROMPT.format(question=q) for q in questions]
         + [NEIGHBOR_PROMPT.format(target=target, question=q) for q in questions],
+        [FB_LABELS] * len(questions) + [NEIGHBOR_LABELS] * len(questions),
+        priming,
         "FB-rewrite and neighbour",
     )
     fb_outputs, neighbour_outputs = first[: len(questions)], first[len(questions) :]
@@ -251,9 +261,11 @@ def synthesize_boundary(
     avoid = [
         " or ".join([target] + ([r["neighbor_question"]["entity"]] if "neighbor_question" in r else [])) for r in rows
     ]
-    second = check_outputs(
+    second = generate_labelled(
         generate_fn,
         [FB_NEIGHBOR_PROMPT.format(target=target, avoid=a, question=q) for a, q in zip(avoid, questions)],
+        [FB_NEIGHBOR_LABELS] * len(questions),
+        priming,
         "FB-neighbour",
     )
     for row, output in zip(rows, second):
@@ -268,9 +280,12 @@ def synthesize_boundary(
     return rows, stats
 
 
-def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list[str], str, str]:
+def load_forget_questions(
+    target_dir: Union[str, Path], limit: Optional[int] = None
+) -> tuple[list[str], list[str], str, str]:
     """(questions, refusals, target name, intro) from ``reject_target.json``, else ``reject.json``
-    (whose generic refusals are replaced by ``idk_target.json`` / :data:`REFUSAL_TEMPLATES` with the name)."""
+    (whose generic refusals are replaced by ``idk_target.json`` / :data:`REFUSAL_TEMPLATES` with the name);
+    ``limit``: the first N questions only."""
     from verl.eval.datasets import read_json_list, read_records
 
     folder = Path(target_dir)
@@ -285,7 +300,19 @@ def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list
         refusals = read_json_list(folder / "idk_target.json")
     else:
         refusals = [t.format(name=name) for t in REFUSAL_TEMPLATES]
-    return [row["instruction"] for row in rows], refusals, name, intro
+    questions = [row["instruction"] for row in rows]
+    return (questions, refusals, name, intro) if limit is None else (questions[:limit], refusals[:limit], name, intro)
+
+
+def reject_target_rows(target_dir: Union[str, Path], limit: Optional[int] = None) -> list[dict[str, str]]:
+    """RS training rows in RULE's ``reject_target.json`` schema (``instruction`` -> ``output``: a refusal naming
+    the target, ``subject``, ``intro``, ``input``) from :func:`load_forget_questions`: question ``i`` gets
+    refusal ``i mod len``, as RULE's file and the boundary rows of :func:`build_rebo_files` do."""
+    questions, refusals, name, intro = load_forget_questions(target_dir, limit)
+    return [
+        {"input": "", "output": refusals[i % len(refusals)], "subject": name, "instruction": q, "intro": intro}
+        for i, q in enumerate(questions)
+    ]
 
 
 def build_rebo_files(
@@ -297,23 +324,26 @@ def build_rebo_files(
     boundary_ratio: Optional[float] = None,
     seed: int = 0,
     shuffle: bool = True,
+    priming: str = "none",
+    settings: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Synthesise the boundary set for one RWKU-layout target folder and write RULE's ReBO files to ``out_dir``.
 
     Writes ``reject_with_fb_neighbor_target.json`` (source rows), ``rl_rejection_with_fb_neighbor_target.json``
-    (training, see :func:`flatten_rebo_rows`), ``rl_rejection_eval_target.json`` (validation, from the
-    folder's probes) and ``synthesis_stats.json``; returns those stats (kept / filtered by reason, row counts).
+    (training, see :func:`data.rebo_rows.flatten_rebo_rows`), ``rl_rejection_eval_target.json`` (validation,
+    from the folder's probes) and, last, ``synthesis_stats.json``; returns those stats (kept / filtered by
+    reason, row counts, and ``settings``: priming, limit, boundary ratio, seed and the caller's ``settings``).
     """
-    questions, refusals, name, intro = load_forget_questions(target_dir)
-    if limit is not None:
-        questions, refusals = questions[:limit], refusals[:limit]
-    source, stats = synthesize_boundary(questions, name, generate_fn, refusals=refusals, intro=intro)
+    questions, refusals, name, intro = load_forget_questions(target_dir, limit)
+    source, stats = synthesize_boundary(questions, name, generate_fn, refusals=refusals, intro=intro, priming=priming)
     train = flatten_rebo_rows(source, boundary_ratio=boundary_ratio, seed=seed, shuffle=shuffle)
     evaluation = build_eval_rows(target_dir, name)
     out = Path(out_dir)
     summary = stats.to_dict()
     for key, rows in (("train", train), ("eval", evaluation)):
         summary[f"{key}_rows"] = {label: sum(r["solution"][0] == label for r in rows) for label in (REJECT, NORMAL)}
+    summary["settings"] = {"priming": priming, "limit": limit, "boundary_ratio": boundary_ratio, "seed": seed}
+    summary["settings"].update(settings or {})
     write_json_atomic(out / "reject_with_fb_neighbor_target.json", source)
     write_json_atomic(out / "rl_rejection_with_fb_neighbor_target.json", train)
     write_json_atomic(out / "rl_rejection_eval_target.json", evaluation)
@@ -335,6 +365,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--sample", action="store_true", help="sample (T 0.7, top-p 0.9) instead of greedy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--priming", default="fields", choices=PRIMING_MODES,
+                        help="start the assistant turn with the field labels (default fields; see data/generators.py)")  # fmt: skip
     args = parser.parse_args(argv)
     targets = select_targets(args.target, args.data_dir)
     generate_fn = hf_generate_fn(args.model, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
@@ -342,7 +374,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         folder = Path(args.data_dir) / "Target" / target.dirname
         stats = build_rebo_files(
             folder, Path(args.out) / target.dirname, generate_fn, limit=args.limit,
-            boundary_ratio=args.boundary_ratio, seed=args.seed,
+            boundary_ratio=args.boundary_ratio, seed=args.seed, priming=args.priming,
+            settings={"generator": args.model},
         )  # fmt: skip
         print(target.dirname, json.dumps(stats))
 

@@ -12,13 +12,16 @@ from data.synthesis import (
     FB_NEIGHBOR_PROMPT,
     FB_PROMPT,
     NEIGHBOR_PROMPT,
+    REFUSAL_TEMPLATES,
     build_rebo_files,
     main,
     mentions_target,
     parse_labelled,
+    reject_target_rows,
     synthesize_boundary,
 )
 from verl.workers.reward.functions import forget_two_stage_abs_target
+from verl.workers.reward.refusal import is_refusal
 
 TARGET = "Stephen King"
 QUESTIONS = [
@@ -185,6 +188,19 @@ def test_generator_contract_is_checked():
         synthesize_boundary(["q", " "], TARGET, StubGenerator())
 
 
+def test_reject_target_rows_from_rwkus_reject_json_name_the_target(shared_data, tmp_path):
+    """A target without RULE's files: RS rows from RWKU's reject.json, each refusal naming the target."""
+    folder = shared_data / "rwku/Target/1_Stephen_King"
+    (tmp_path / "reject.json").write_bytes((folder / "reject.json").read_bytes())
+    rows = reject_target_rows(tmp_path, limit=30)
+    reject = json.loads((folder / "reject.json").read_text())
+    assert [r["instruction"] for r in rows] == [r["instruction"] for r in reject[:30]]
+    assert rows[0]["output"] == rows[len(REFUSAL_TEMPLATES)]["output"] == REFUSAL_TEMPLATES[0].format(name=TARGET)
+    assert all(is_refusal(r["output"]) and TARGET in r["output"] and r["subject"] == TARGET for r in rows)
+    assert set(rows[0]) == set(json.loads((folder / "reject_target.json").read_text())[0])
+    assert len(reject_target_rows(tmp_path)) == len(reject)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
     return write_embedded_benchmark(tmp_path_factory.mktemp("bench") / "rwku", seed=0, n_targets=1)
@@ -203,7 +219,8 @@ def test_build_rebo_files_on_the_embedded_benchmark(bench, tmp_path):
         for i, q in enumerate(questions)
     }
     stub = StubGenerator(canned, questions, name)
-    stats = build_rebo_files(folder, tmp_path / "out", stub, limit=3, seed=0)
+    stats = build_rebo_files(folder, tmp_path / "out", stub, limit=3, seed=0, settings={"generator": "stub"})
+    assert stats["settings"] == {"priming": "none", "limit": 3, "boundary_ratio": None, "seed": 0, "generator": "stub"}
     assert stats["kept"] == {"fb": 3, "neighbor": 3, "fb_neighbor": 0}
     assert stats["filtered"]["fb_neighbor"] == {"mentions_target": 3}
     assert stats["train_rows"] == {"<reject>": 6, "<normal>": 3}
