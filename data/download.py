@@ -103,19 +103,27 @@ def fetch_rwku(
     files: Union[str, Sequence[str]] = DEFAULT_RWKU_FILES,
     local_dir: Optional[Union[str, Path]] = None,
     repo_id: str = RWKU_REPO_ID,
+    optional: Union[str, Sequence[str]] = (),
 ) -> Path:
     """Make the RWKU ``files`` of the targets in ``targets_spec`` available; return the layout's root folder.
 
     ``targets_spec`` is as in :mod:`verl.utils.rwku_targets` ("1-10", "Stephen King", ...). The result is
-    ``local_dir`` when it already holds everything, else ``<cache_dir>/rwku``.
+    ``local_dir`` when it already holds everything, else ``<cache_dir>/rwku``. ``optional`` (names or groups,
+    e.g. ``"rule"``): files taken where a target has them (``local_dir`` or the cache), never downloaded and
+    never an error when missing: RULE released its own files for 50 of RWKU's 200 targets, and the runner's
+    ``synth`` stage builds them for the others.
     """
     stems = expand_rwku_files(files)
+    extra = [stem for stem in expand_rwku_files(optional) if stem not in stems] if optional else []
     root = Path(cache_dir) / "rwku"
     local = _checked_local_dir(local_dir)
     targets = _resolve_rwku_targets(targets_spec, root, local, repo_id)
     needed = [f"Target/{t.dirname}/{stem}.json" for t in targets for stem in stems]
     if local is not None and all((local / rel).is_file() for rel in needed):
         return local
+    for rel in (f"Target/{t.dirname}/{stem}.json" for t in targets for stem in extra):
+        if local is not None and (local / rel).is_file() and not (root / rel).is_file():
+            atomic_copy(local / rel, root / rel)
 
     missing = []
     for rel in needed:

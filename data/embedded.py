@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from data.synthesis import REFUSAL_TEMPLATES, flatten_rebo_rows, probe_eval_rows
+from data.rebo_rows import flatten_rebo_rows, probe_eval_rows
+from data.synthesis import REFUSAL_TEMPLATES
 from verl.utils.fileio import write_json_atomic
 
 # attribute -> (questions q0..q2, cloze statements s0..s2); "{name}" is the entity, "___" the answer.

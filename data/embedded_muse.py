@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from data.embedded import ADJECTIVES, NOUNS, PROFESSIONS, _Inventor
-from data.synthesis import NORMAL, REFUSAL_TEMPLATES, REJECT
+from data.rebo_rows import NORMAL, REJECT
+from data.synthesis import REFUSAL_TEMPLATES
 from verl.utils.fileio import write_json_atomic, write_text_atomic
 
 # attribute -> (answer kind, two statements, evaluation question, training question); {h} = the hero.

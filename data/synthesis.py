@@ -4,13 +4,13 @@ For each forget question ``q`` about a target, an instruction model writes
   (a) ``FB_instruction``: ``q`` rewritten as a cloze with a ``___`` slot (same forget fact);
   (b) ``neighbor_question``: ``q``'s surface template about a similar but different entity, with its answer;
   (c) ``FB_neighbor_question``: a cloze version of (b) about yet another similar entity, with its answer.
-Rows keep RULE's ``reject_with_fb_neighbor_target.json`` schema; :func:`flatten_rebo_rows` turns them into
+Rows keep RULE's ``reject_with_fb_neighbor_target.json`` schema; :mod:`data.rebo_rows` turns them into
 the ReBO training rows ``{prompt, solution}`` (``q``, FB(q) -> ``["<reject>", refusal, target]``; (b), (c) ->
-``["<normal>", answer]``) and :func:`probe_eval_rows` builds the validation rows from the benchmark probes.
+``["<normal>", answer]``) and builds the validation rows from the benchmark probes.
 
-The generator is any ``generate_fn(prompts: list[str]) -> list[str]`` (same length, same order). Prompts are
-*user-message contents*: the caller applies the chat template (the rollout worker group of the engine is the
-intended generator for large runs; :func:`hf_generate_fn` is a minimal transformers adapter for the CLI).
+The generator is any ``generate_fn(prompts: list[str]) -> list[str]`` (same length, same order; the contract
+and the transformers adapter are in :mod:`data.generators`). Prompts are *user-message contents*: the
+generator applies the chat template (the runner's ``synth`` stage uses the engine's rollout worker group).
 Templates (few-shot, strict ``Label: value`` lines, parsed leniently: any case, markdown bold, bullets,
 quotes) are :data:`FB_PROMPT`, :data:`NEIGHBOR_PROMPT` and :data:`FB_NEIGHBOR_PROMPT`.
 
@@ -19,8 +19,8 @@ Filters (reason keys of :class:`SynthesisStats`): ``unparseable`` (a required la
 ``mentions_target`` (the neighbour entity, question or answer names the target: full name or last name,
 case- and accent-insensitive) and ``refusal_answer`` (RULE's ``is_refusal`` matches the answer).
 
-CLI: ``python -m data.synthesis --model PATH --data-dir DIR --target 1 --out DIR [--limit N]`` reads the
-target's forget questions (``reject_target.json``, else ``reject.json``) and writes ``OUT/<n>_<Name>/``
+CLI: ``python -m data.synthesis --model PATH --data-dir DIR --target 1 --out DIR [--limit N] [--priming MODE]``
+reads the target's forget questions (``reject_target.json``, else ``reject.json``) and writes ``OUT/<n>_<Name>/``
 ``{reject_with_fb_neighbor_target, rl_rejection_with_fb_neighbor_target, rl_rejection_eval_target,
 synthesis_stats}.json``.
 """
@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from data.generators import PRIMING_MODES, GenerateFn, check_priming, generate_labelled, hf_generate_fn
+from data.rebo_rows import NORMAL, REJECT, build_eval_rows, flatten_rebo_rows
 from verl.utils.fileio import write_json_atomic
 
-GenerateFn = Callable[[list[str]], list[str]]
-REJECT, NORMAL = "<reject>", "<normal>"
 KINDS = ("fb", "neighbor", "fb_neighbor")
 
 # Target-named refusals ("{name}" = target); every one is caught by RULE's is_refusal (tested).
@@ -112,6 +111,11 @@ Answer: Mary Westmacott
 Target: {target}
 Question: {question}"""
 
+FB_LABELS = ("Statement",)
+NEIGHBOR_LABELS = ("Entity", "Question", "Answer")
+FB_NEIGHBOR_LABELS = ("Entity", "Statement", "Answer")
+"""The ``Label: value`` lines each template asks for, in order (what priming starts the assistant turn with)."""
+
 _LABEL_LINE = re.compile(
     r"^[\s>*#\-\d.)]*\**\s*(entity|question|statement|answer)\s*\**\s*:\s*\**\s*(.*?)\s*\**\s*$", re.IGNORECASE
 )
@@ -181,19 +185,6 @@ def mentions_target(text: str, target: str) -> bool:
     return any(len(n) >= 2 and re.search(rf"(?<!\w){re.escape(_fold(n))}(?!\w)", folded) for n in names)
 
 
-def _generate(generate_fn: GenerateFn, prompts: list[str], what: str) -> list[str]:
-    if not prompts:
-        return []
-    outputs = generate_fn(prompts)
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != len(prompts):
-        got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
-        raise ValueError(f"generate_fn returned {got} outputs for {len(prompts)} {what} prompts")
-    for i, output in enumerate(outputs):
-        if not isinstance(output, str):
-            raise ValueError(f"generate_fn output {i} for the {what} prompts is a {type(output).__name__}, not a str")
-    return list(outputs)
-
-
 def _check_neighbour(output: str, target: str, cloze: bool) -> tuple[Optional[dict], str]:
     """Parse one neighbour reply -> ({entity, question, answer}, "") or (None, reason)."""
     from verl.workers.reward.refusal import is_refusal
@@ -221,11 +212,13 @@ def synthesize_boundary(
     *,
     refusals: Optional[Sequence[str]] = None,
     intro: str = "",
+    priming: str = "none",
 ) -> tuple[list[dict], SynthesisStats]:
     """Boundary-source rows (RULE's ``reject_with_fb_neighbor_target.json`` schema) for ``questions``.
 
-    Two ``generate_fn`` calls: FB rewrites + neighbour questions together, then FB neighbours (told to avoid
-    the target and the first neighbour's entity). Row ``i`` has ``output = refusals[i mod len]`` (default:
+    Two rounds of generation: FB rewrites + neighbour questions together, then FB neighbours (told to avoid
+    the target and the first neighbour's entity); one ``generate_fn`` call per round, or one per field with
+    ``priming="fields"`` (see :mod:`data.generators`). Row ``i`` has ``output = refusals[i mod len]`` (default:
     :data:`REFUSAL_TEMPLATES` with the target name); parts that fail a filter are left out of the row (keys
     ``FB_instruction``, ``neighbor_question``, ``FB_neighbor_question`` absent) and counted in the stats.
     """
@@ -235,11 +228,14 @@ def synthesize_boundary(
     for i, question in enumerate(questions):
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"synthesize_boundary: forget question {i} is empty or not a str: {question!r}")
+    check_priming(priming)
     stats = SynthesisStats(questions=len(questions))
-    first = _generate(
+    first = generate_labelled(
         generate_fn,
         [FB_PROMPT.format(question=q) for q in questions]
         + [NEIGHBOR_PROMPT.format(target=target, question=q) for q in questions],
+        [FB_LABELS] * len(questions) + [NEIGHBOR_LABELS] * len(questions),
+        priming,
         "FB-rewrite and neighbour",
     )
     fb_outputs, neighbour_outputs = first[: len(questions)], first[len(questions) :]
@@ -265,9 +261,11 @@ def synthesize_boundary(
     avoid = [
         " or ".join([target] + ([r["neighbor_question"]["entity"]] if "neighbor_question" in r else [])) for r in rows
     ]
-    second = _generate(
+    second = generate_labelled(
         generate_fn,
         [FB_NEIGHBOR_PROMPT.format(target=target, avoid=a, question=q) for a, q in zip(avoid, questions)],
+        [FB_NEIGHBOR_LABELS] * len(questions),
+        priming,
         "FB-neighbour",
     )
     for row, output in zip(rows, second):
@@ -282,91 +280,12 @@ def synthesize_boundary(
     return rows, stats
 
 
-# ----------------------------------------------------------------------------- ReBO files
-def _text(row: dict, key: str, index: int, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where or 'boundary rows'}: row {index} has no non-empty string {key!r}")
-    return value
-
-
-def flatten_rebo_rows(
-    source_rows: Sequence[dict],
-    *,
-    boundary_ratio: Optional[float] = None,
-    seed: int = 0,
-    shuffle: bool = True,
-    where: str = "",
-) -> list[dict]:
-    """ReBO training rows ``{prompt, solution}`` from boundary-source rows.
-
-    Per source row, in RULE's file order: ``FB_instruction`` and ``instruction`` -> ``["<reject>", output,
-    subject]``, then ``neighbor_question`` and ``FB_neighbor_question`` -> ``["<normal>", answer]`` (absent
-    parts skipped). ``boundary_ratio`` = boundary rows per forget row: None keeps every boundary row, a
-    number keeps a seeded sample of ``round(ratio * n_forget)`` of them (capped at what exists). ``shuffle``
-    shuffles all rows with ``seed`` (RULE's own file keeps groups of four in source order: ``shuffle=False``).
-    """
-    groups: list[list[tuple[str, dict]]] = []
-    for i, row in enumerate(source_rows):
-        refusal, name = _text(row, "output", i, where), _text(row, "subject", i, where)
-        group = []
-        for key in ("FB_instruction", "instruction"):
-            if key in row:
-                group.append(("f", {"prompt": _text(row, key, i, where), "solution": [REJECT, refusal, name]}))
-        for key in ("neighbor_question", "FB_neighbor_question"):
-            if key in row:
-                item = row[key]
-                if not isinstance(item, dict):
-                    raise ValueError(f"{where or 'boundary rows'}: row {i} {key!r} must be {{question, answer}}")
-                question, answer = _text(item, "question", i, where), _text(item, "answer", i, where)
-                group.append(("b", {"prompt": question, "solution": [NORMAL, answer]}))
-        groups.append(group)
-    rng = random.Random(seed)
-    flat = [(kind, row) for group in groups for kind, row in group]
-    boundary = [i for i, (kind, _) in enumerate(flat) if kind == "b"]
-    if boundary_ratio is not None:
-        if boundary_ratio < 0:
-            raise ValueError(f"boundary_ratio must be >= 0, got {boundary_ratio}")
-        n_forget = len(flat) - len(boundary)
-        boundary = rng.sample(boundary, min(len(boundary), round(boundary_ratio * n_forget)))
-    keep = set(boundary)
-    rows = [row for i, (kind, row) in enumerate(flat) if kind == "f" or i in keep]
-    if shuffle:
-        rng.shuffle(rows)
-    return rows
-
-
-def probe_eval_rows(target: str, forget_levels: Sequence[Sequence[dict]], neighbour_levels: Sequence[Sequence[dict]]):
-    """ReBO validation rows: every forget probe -> ``["<reject>", answer, target]``, then every neighbour probe
-    -> ``["<normal>", answer]`` (RULE's ``rl_rejection_eval_target.json`` order)."""
-    rows = []
-    for label, levels in ((REJECT, forget_levels), (NORMAL, neighbour_levels)):
-        for level, probes in enumerate(levels):
-            for i, probe in enumerate(probes):
-                where = f"{'forget' if label == REJECT else 'neighbour'} level list {level}"
-                query, answer = _text(probe, "query", i, where), _text(probe, "answer", i, where)
-                rows.append(
-                    {"prompt": query, "solution": [label, answer, target] if label == REJECT else [label, answer]}
-                )
-    return rows
-
-
-def build_eval_rows(target_dir: Union[str, Path], target: Optional[str] = None) -> list[dict]:
-    """:func:`probe_eval_rows` from a target folder's ``forget_level1-3`` and ``neighbor_level1-2`` files."""
-    from verl.eval.datasets import read_records
-
-    folder = Path(target_dir)
-    forget = [read_records(folder / f"forget_level{i}.json", ("query", "answer")) for i in (1, 2, 3)]
-    neighbour = [read_records(folder / f"neighbor_level{i}.json", ("query", "answer")) for i in (1, 2)]
-    name = target or next((p.get("subject") for level in forget for p in level if p.get("subject")), None)
-    if not name:
-        raise ValueError(f"{folder}: no target name given and no 'subject' in the forget probes")
-    return probe_eval_rows(name, forget, neighbour)
-
-
-def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list[str], str, str]:
+def load_forget_questions(
+    target_dir: Union[str, Path], limit: Optional[int] = None
+) -> tuple[list[str], list[str], str, str]:
     """(questions, refusals, target name, intro) from ``reject_target.json``, else ``reject.json``
-    (whose generic refusals are replaced by ``idk_target.json`` / :data:`REFUSAL_TEMPLATES` with the name)."""
+    (whose generic refusals are replaced by ``idk_target.json`` / :data:`REFUSAL_TEMPLATES` with the name);
+    ``limit``: the first N questions only."""
     from verl.eval.datasets import read_json_list, read_records
 
     folder = Path(target_dir)
@@ -381,7 +300,19 @@ def load_forget_questions(target_dir: Union[str, Path]) -> tuple[list[str], list
         refusals = read_json_list(folder / "idk_target.json")
     else:
         refusals = [t.format(name=name) for t in REFUSAL_TEMPLATES]
-    return [row["instruction"] for row in rows], refusals, name, intro
+    questions = [row["instruction"] for row in rows]
+    return (questions, refusals, name, intro) if limit is None else (questions[:limit], refusals[:limit], name, intro)
+
+
+def reject_target_rows(target_dir: Union[str, Path], limit: Optional[int] = None) -> list[dict[str, str]]:
+    """RS training rows in RULE's ``reject_target.json`` schema (``instruction`` -> ``output``: a refusal naming
+    the target, ``subject``, ``intro``, ``input``) from :func:`load_forget_questions`: question ``i`` gets
+    refusal ``i mod len``, as RULE's file and the boundary rows of :func:`build_rebo_files` do."""
+    questions, refusals, name, intro = load_forget_questions(target_dir, limit)
+    return [
+        {"input": "", "output": refusals[i % len(refusals)], "subject": name, "instruction": q, "intro": intro}
+        for i, q in enumerate(questions)
+    ]
 
 
 def build_rebo_files(
@@ -393,23 +324,26 @@ def build_rebo_files(
     boundary_ratio: Optional[float] = None,
     seed: int = 0,
     shuffle: bool = True,
+    priming: str = "none",
+    settings: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Synthesise the boundary set for one RWKU-layout target folder and write RULE's ReBO files to ``out_dir``.
 
     Writes ``reject_with_fb_neighbor_target.json`` (source rows), ``rl_rejection_with_fb_neighbor_target.json``
-    (training, see :func:`flatten_rebo_rows`), ``rl_rejection_eval_target.json`` (validation, from the
-    folder's probes) and ``synthesis_stats.json``; returns those stats (kept / filtered by reason, row counts).
+    (training, see :func:`data.rebo_rows.flatten_rebo_rows`), ``rl_rejection_eval_target.json`` (validation,
+    from the folder's probes) and, last, ``synthesis_stats.json``; returns those stats (kept / filtered by
+    reason, row counts, and ``settings``: priming, limit, boundary ratio, seed and the caller's ``settings``).
     """
-    questions, refusals, name, intro = load_forget_questions(target_dir)
-    if limit is not None:
-        questions, refusals = questions[:limit], refusals[:limit]
-    source, stats = synthesize_boundary(questions, name, generate_fn, refusals=refusals, intro=intro)
+    questions, refusals, name, intro = load_forget_questions(target_dir, limit)
+    source, stats = synthesize_boundary(questions, name, generate_fn, refusals=refusals, intro=intro, priming=priming)
     train = flatten_rebo_rows(source, boundary_ratio=boundary_ratio, seed=seed, shuffle=shuffle)
     evaluation = build_eval_rows(target_dir, name)
     out = Path(out_dir)
     summary = stats.to_dict()
     for key, rows in (("train", train), ("eval", evaluation)):
         summary[f"{key}_rows"] = {label: sum(r["solution"][0] == label for r in rows) for label in (REJECT, NORMAL)}
+    summary["settings"] = {"priming": priming, "limit": limit, "boundary_ratio": boundary_ratio, "seed": seed}
+    summary["settings"].update(settings or {})
     write_json_atomic(out / "reject_with_fb_neighbor_target.json", source)
     write_json_atomic(out / "rl_rejection_with_fb_neighbor_target.json", train)
     write_json_atomic(out / "rl_rejection_eval_target.json", evaluation)
@@ -417,58 +351,7 @@ def build_rebo_files(
     return summary
 
 
-# ----------------------------------------------------------------------------- HF adapter + CLI
-def hf_generate_fn(
-    model: str,
-    *,
-    max_new_tokens: int = 96,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    batch_size: int = 8,
-    seed: int = 0,
-) -> GenerateFn:
-    """A minimal transformers generator for small runs: chat template (when the tokenizer has one), left
-    padding, greedy or sampling, returns the decoded new tokens. ``model``: folder, hub id, ``smollm2`` or
-    ``tiny:DIR``. For large runs use the engine's rollout worker group (vLLM) as ``generate_fn`` instead."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from verl.utils.device import get_torch_device
-    from verl.utils.models import resolve_model_path
-
-    path = resolve_model_path(model)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    device = get_torch_device()
-    lm = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-
-    def generate(prompts: list[str]) -> list[str]:
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            if tokenizer.chat_template
-            else p
-            for p in prompts
-        ]
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
-        )
-        outputs: list[str] = []
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded sampling; the CPU RNG is restored after
-            torch.manual_seed(seed)
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                ids = lm.generate(
-                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-                )
-                outputs.extend(tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
-        return outputs
-
-    return generate
-
-
+# ----------------------------------------------------------------------------- CLI
 def main(argv: Optional[list[str]] = None) -> None:
     from verl.utils.rwku_targets import select_targets
 
@@ -482,6 +365,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--sample", action="store_true", help="sample (T 0.7, top-p 0.9) instead of greedy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--priming", default="fields", choices=PRIMING_MODES,
+                        help="start the assistant turn with the field labels (default fields; see data/generators.py)")  # fmt: skip
     args = parser.parse_args(argv)
     targets = select_targets(args.target, args.data_dir)
     generate_fn = hf_generate_fn(args.model, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
@@ -489,7 +374,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         folder = Path(args.data_dir) / "Target" / target.dirname
         stats = build_rebo_files(
             folder, Path(args.out) / target.dirname, generate_fn, limit=args.limit,
-            boundary_ratio=args.boundary_ratio, seed=args.seed,
+            boundary_ratio=args.boundary_ratio, seed=args.seed, priming=args.priming,
+            settings={"generator": args.model},
         )  # fmt: skip
         print(target.dirname, json.dumps(stats))
 

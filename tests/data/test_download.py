@@ -130,6 +130,22 @@ def test_rule_files_come_from_local_dir_only(local_layout, tmp_path, online_hub)
     assert not any(name.startswith("Target/") for _, name, _ in online_hub)  # never asked the hub for them
 
 
+def test_optional_rule_files_are_taken_where_they_exist_and_never_fetched(local_layout, tmp_path, online_hub):
+    """RULE released its files for some targets only: asked as optional, a target without them is no error."""
+    assert fetch_rwku("1,24", tmp_path / "cache", local_dir=local_layout, optional="rule") == local_layout
+    files = [*DEFAULT_RWKU_FILES, "retain_mmlu"]  # not in the local folder: the cache is used, filled from the hub
+    root = fetch_rwku("1,24", tmp_path / "cache", files, local_dir=local_layout, optional=["rule"])
+    assert root == tmp_path / "cache" / "rwku"
+    assert (root / "Target/1_Stephen_King/idk_target.json").read_bytes() == (
+        local_layout / "Target/1_Stephen_King/idk_target.json"
+    ).read_bytes()
+    assert (root / "Target/24_Beyoncé/retain_mmlu.json").is_file()
+    assert not list(root.glob("Target/24_Beyoncé/idk_target.json"))
+    assert not [name for _, name, _ in online_hub if Path(name).stem in download.RULE_ONLY_FILES]
+    with pytest.raises(DataNotAvailableError, match="not on the RWKU hub"):  # asked as required: still an error
+        fetch_rwku("24", tmp_path / "cache", ["intro", "idk_target"], local_dir=local_layout)
+
+
 # ----------------------------------------------------------------------------- RWKU, offline errors
 def test_offline_without_anything_cached_names_the_target_list_and_command(tmp_path, offline):
     with pytest.raises(DataNotAvailableError) as info:

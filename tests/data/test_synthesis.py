@@ -1,5 +1,5 @@
-"""Boundary synthesis: parsing, filters and stats with a stub generator; ReBO files checked against RULE's
-real files (flattening and validation rows reproduce them exactly) and against the RULE reward."""
+"""Boundary synthesis: parsing, filters and stats with a stub generator; the synthesised rows checked against
+RULE's real schema and against the RULE reward (RULE's files themselves: tests/data/test_rebo_rows.py)."""
 
 import json
 from pathlib import Path
@@ -7,20 +7,21 @@ from pathlib import Path
 import pytest
 
 from data.embedded import write_embedded_benchmark
+from data.rebo_rows import flatten_rebo_rows
 from data.synthesis import (
     FB_NEIGHBOR_PROMPT,
     FB_PROMPT,
     NEIGHBOR_PROMPT,
-    build_eval_rows,
+    REFUSAL_TEMPLATES,
     build_rebo_files,
-    flatten_rebo_rows,
-    hf_generate_fn,
     main,
     mentions_target,
     parse_labelled,
+    reject_target_rows,
     synthesize_boundary,
 )
 from verl.workers.reward.functions import forget_two_stage_abs_target
+from verl.workers.reward.refusal import is_refusal
 
 TARGET = "Stephen King"
 QUESTIONS = [
@@ -164,23 +165,6 @@ def test_synthesized_rows_match_the_real_boundary_schema_and_flatten(shared_data
         assert forget_two_stage_abs_target(answer, row["solution"])["overall"] == expected
 
 
-def test_flatten_and_eval_rows_reproduce_rules_files(shared_data):
-    """The ReBO training file is RULE's source rows flattened in order; the validation file is the probes."""
-    checked = 0
-    for folder in sorted((shared_data / "rwku/Target").iterdir()):
-        source, train = (
-            folder / "reject_with_fb_neighbor_target.json",
-            folder / "rl_rejection_with_fb_neighbor_target.json",
-        )
-        if source.is_file() and train.is_file():
-            expected = json.loads(train.read_text())
-            assert flatten_rebo_rows(json.loads(source.read_text()), shuffle=False) == expected
-            checked += 1
-        if (folder / "rl_rejection_eval_target.json").is_file():
-            assert build_eval_rows(folder) == json.loads((folder / "rl_rejection_eval_target.json").read_text())
-    assert checked >= 1
-
-
 def test_boundary_ratio_shuffle_and_bad_rows():
     rows, _ = synthesize_boundary(QUESTIONS, TARGET, StubGenerator())
     full = flatten_rebo_rows(rows, seed=1)
@@ -204,6 +188,19 @@ def test_generator_contract_is_checked():
         synthesize_boundary(["q", " "], TARGET, StubGenerator())
 
 
+def test_reject_target_rows_from_rwkus_reject_json_name_the_target(shared_data, tmp_path):
+    """A target without RULE's files: RS rows from RWKU's reject.json, each refusal naming the target."""
+    folder = shared_data / "rwku/Target/1_Stephen_King"
+    (tmp_path / "reject.json").write_bytes((folder / "reject.json").read_bytes())
+    rows = reject_target_rows(tmp_path, limit=30)
+    reject = json.loads((folder / "reject.json").read_text())
+    assert [r["instruction"] for r in rows] == [r["instruction"] for r in reject[:30]]
+    assert rows[0]["output"] == rows[len(REFUSAL_TEMPLATES)]["output"] == REFUSAL_TEMPLATES[0].format(name=TARGET)
+    assert all(is_refusal(r["output"]) and TARGET in r["output"] and r["subject"] == TARGET for r in rows)
+    assert set(rows[0]) == set(json.loads((folder / "reject_target.json").read_text())[0])
+    assert len(reject_target_rows(tmp_path)) == len(reject)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
     return write_embedded_benchmark(tmp_path_factory.mktemp("bench") / "rwku", seed=0, n_targets=1)
@@ -222,7 +219,8 @@ def test_build_rebo_files_on_the_embedded_benchmark(bench, tmp_path):
         for i, q in enumerate(questions)
     }
     stub = StubGenerator(canned, questions, name)
-    stats = build_rebo_files(folder, tmp_path / "out", stub, limit=3, seed=0)
+    stats = build_rebo_files(folder, tmp_path / "out", stub, limit=3, seed=0, settings={"generator": "stub"})
+    assert stats["settings"] == {"priming": "none", "limit": 3, "boundary_ratio": None, "seed": 0, "generator": "stub"}
     assert stats["kept"] == {"fb": 3, "neighbor": 3, "fb_neighbor": 0}
     assert stats["filtered"]["fb_neighbor"] == {"mentions_target": 3}
     assert stats["train_rows"] == {"<reject>": 6, "<normal>": 3}
@@ -246,19 +244,6 @@ def tiny_model(tmp_path_factory) -> str:
     from verl.utils.models import save_tiny_model_dir
 
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def test_hf_adapter_lengths_seeded_sampling_and_global_rng(tiny_model):
-    import torch
-
-    prompts = ["Question: who?", "A much longer prompt about a fictitious painter and a harbor."]
-    sample = hf_generate_fn(tiny_model, max_new_tokens=5, do_sample=True, batch_size=1, seed=3)
-    state = torch.get_rng_state()
-    first = sample(prompts)
-    assert torch.equal(state, torch.get_rng_state())
-    assert len(first) == 2 and all(isinstance(t, str) for t in first) and sample(prompts) == first
-    greedy = hf_generate_fn(tiny_model, max_new_tokens=5, batch_size=2)
-    assert greedy(prompts) == greedy(prompts[:1]) + greedy(prompts[1:])  # left padding does not change greedy output
 
 
 def test_cli_with_a_tiny_random_model(bench, tiny_model, tmp_path, capsys):

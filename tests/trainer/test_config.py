@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from verl.trainer.config import PPOConfig
@@ -54,3 +57,33 @@ def test_refusal_detector_keys_of_reward_and_evaluator(shared_data):
                                   "evaluator.targets=1", "evaluator.refusal_detector=rule"])  # fmt: skip
     evaluator, _ = build_evaluator(cfg)
     assert evaluator.options.refusal_detector == "rule"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("example", ["rebo_from_rs_smollm2.yaml", "rebo_llama3.yaml"])
+def test_synthesis_section_of_the_rebo_examples_loads(example):
+    cfg = load_config(PPOConfig, [f"config={REPO / 'examples' / example}", "synthesis.limit=4"])
+    synthesis = cfg.synthesis
+    assert synthesis.generator is None and synthesis.plugin == "" and synthesis.priming == "fields"
+    assert synthesis.limit == 4 and synthesis.boundary_ratio is None and synthesis.max_new_tokens >= 1
+    assert load_config(PPOConfig, ["data.train_files=x.json"]).synthesis.priming == "fields"  # the default
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("synthesis.genrator=smollm2", "unknown config key 'synthesis.genrator'"),
+        ("synthesis.priming=label", "synthesis.priming='label' is not allowed; choose one of: none, first, fields"),
+        ("synthesis.limit=0", "synthesis.limit must be >= 1 or null, got 0"),
+        ("synthesis.boundary_ratio=-1", "synthesis.boundary_ratio must be >= 0 or null"),
+        ("synthesis.max_new_tokens=0", "synthesis.max_new_tokens must be >= 1"),
+        ("synthesis.temperature=0", "synthesis.temperature must be > 0"),
+        ("synthesis.plugin=tests.stub", "synthesis.plugin='tests.stub' must be 'module:function'"),
+        ("synthesis.do_sample=maybe", "synthesis.do_sample: expected true/false"),
+    ],
+)
+def test_bad_synthesis_keys_fail_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(PPOConfig, ["data.train_files=x.json", override])

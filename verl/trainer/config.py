@@ -114,6 +114,57 @@ class EvaluatorConfig:
     """HF chat model for refusal_detector=judge."""
 
 
+PRIMING_MODES = ("none", "first", "fields")  # data/generators.py reads the same names (tested)
+
+
+@dataclass
+class SynthesisConfig:
+    """The boundary set of a target without RULE's released files (``run_rwku.sh`` stage ``synth``,
+    ``RS/synth_stage.py``; ``verl.trainer.main`` ignores this section)."""
+
+    generator: Optional[str] = None
+    """Model that writes the FB rewrites and neighbour questions (HF folder, hub id, 'smollm2' or 'tiny:DIR');
+    null = the model before unlearning (the runner's --model, which RS starts from; not the RS checkpoint)."""
+    plugin: str = ""
+    """'module:function' of a factory(SynthesisConfig) -> generate_fn used instead of a model (see
+    data/generators.py for the contract); empty = generate with the rollout (worker.rollout: HF or vLLM)."""
+    priming: str = "fields"
+    """Start the assistant turn with the field labels: none, first (the first label, e.g. 'Entity:') or fields
+    (one generation per field, each primed with the lines so far and its label); small models need fields."""
+    max_new_tokens: int = 96
+    """New tokens per generation (per field with priming=fields)."""
+    max_prompt_length: int = 1024
+    """Longest templated prompt in tokens (vLLM's max_model_len = this + max_new_tokens); longer is an error."""
+    do_sample: bool = False
+    """Sample (temperature, top_p) instead of greedy decoding."""
+    temperature: float = 0.7
+    """Sampling temperature with do_sample."""
+    top_p: float = 0.9
+    """Nucleus sampling with do_sample."""
+    boundary_ratio: Optional[float] = None
+    """Boundary rows kept per forget row of the ReBO training file (a seeded sample); null = every kept one."""
+    limit: Optional[int] = None
+    """Only the first N forget questions of the target (null = all; --smoke uses a few)."""
+    seed: int = 0
+    """Seed of sampling, of the boundary sample and of the row order of the training file."""
+
+    def post_init(self) -> None:
+        check_choice(self.priming, PRIMING_MODES, "synthesis.priming")
+        for key in ("max_new_tokens", "max_prompt_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"synthesis.{key} must be >= 1, got {getattr(self, key)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"synthesis.limit must be >= 1 or null, got {self.limit}")
+        if self.boundary_ratio is not None and self.boundary_ratio < 0:
+            raise ConfigError(f"synthesis.boundary_ratio must be >= 0 or null, got {self.boundary_ratio}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"synthesis.temperature must be > 0 and top_p in (0, 1], got {self.temperature}, "
+                              f"{self.top_p} (greedy: do_sample=false)")  # fmt: skip
+        module, _, function = self.plugin.partition(":")
+        if self.plugin and (not module.strip() or not function.strip()):
+            raise ConfigError(f"synthesis.plugin={self.plugin!r} must be 'module:function' (e.g. my_pkg.gen:make)")
+
+
 @dataclass
 class TrainerConfig(WorkerResources):
     """Loop, logging and checkpoints; worker placement (backend, nnodes, ...) from ``WorkerResources``."""
@@ -169,6 +220,8 @@ class PPOConfig:
     """Loop, logging, checkpoints."""
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     """Benchmark evaluation during training."""
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    """Boundary synthesis for targets without RULE's files (the runner's synth stage; training ignores it)."""
 
     def world_size(self) -> int:
         return self.trainer.world_size()

@@ -27,6 +27,7 @@ from verl.utils.seqlen_balancing import dp_balance_order
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracker, reduce_metrics
 from verl.workers.reward import RewardManager
+from verl.workers.rollout.texts import generate_texts
 
 
 @contextmanager
@@ -221,13 +222,6 @@ class RayPPOTrainer:
         ``sampling`` is a ``verl.eval.SamplingParams`` (n, temperature, top_p, top_k, stop, max_new_tokens);
         returns ``len(prompts) * n`` texts, samples of one prompt adjacent.
         """
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        pad = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, ids in enumerate(encoded):
-            input_ids[i, width - len(ids) :], attention_mask[i, width - len(ids) :] = torch.tensor(ids), 1
         meta = {
             "n": sampling.n,
             "temperature": sampling.temperature,
@@ -236,12 +230,7 @@ class RayPPOTrainer:
             "stop": list(sampling.stop or []),
             "max_new_tokens": sampling.max_new_tokens,
         }
-        batch = DataProto.from_dict({"input_ids": input_ids, "attention_mask": attention_mask}, meta_info=meta)
-        out = self.actor_wg.generate_sequences(batch)
-        texts = []
-        for ids, mask in zip(out.batch["responses"], out.batch["response_mask"]):
-            texts.append(self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True))
-        return texts
+        return generate_texts(self.actor_wg, self.tokenizer, prompts, meta)
 
     def validate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
