@@ -17,8 +17,8 @@ instead of answering the question: ``none`` (the reply as generated), ``first`` 
 with the first label, e.g. ``Entity:``, which is put back in front of the reply before parsing), ``fields``
 (one generation per field: ``Entity:`` up to the end of the line, then ``\\nQuestion:`` after it, and so on).
 
-:func:`hf_generate_fn` is a minimal transformers adapter; the runner's ``synth`` stage generates through the
-engine's rollout worker group instead (``RS/synth_stage.py``), with :func:`chat_texts` as the template.
+:func:`hf_generate_fn` is a minimal transformers adapter; the runner's ``synth`` stage (not wired yet: issue #13)
+is to generate through the engine's rollout worker group (``verl.workers.rollout.texts``) with :func:`chat_texts`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Optional
 
+from verl.trainer.config import PRIMING_MODES
+
 GenerateFn = Callable[..., list[str]]
-PRIMING_MODES = ("none", "first", "fields")
 FIELD_STOP = ["\n"]
 
 

@@ -114,13 +114,13 @@ class EvaluatorConfig:
     """HF chat model for refusal_detector=judge."""
 
 
-PRIMING_MODES = ("none", "first", "fields")  # data/generators.py reads the same names (tested)
+PRIMING_MODES = ("none", "first", "fields")  # boundary synthesis (data/generators.py) reads them from here
 
 
 @dataclass
 class SynthesisConfig:
-    """The boundary set of a target without RULE's released files (``run_rwku.sh`` stage ``synth``,
-    ``RS/synth_stage.py``; ``verl.trainer.main`` ignores this section)."""
+    """The boundary set of a target without RULE's released files, for the runner's ``synth`` stage (not wired
+    into ``run_rwku.sh`` yet: issue #13; ``verl.trainer.main`` ignores this section)."""
 
     generator: Optional[str] = None
     """Model that writes the FB rewrites and neighbour questions (HF folder, hub id, 'smollm2' or 'tiny:DIR');
@@ -221,7 +221,7 @@ class PPOConfig:
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     """Benchmark evaluation during training."""
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
-    """Boundary synthesis for targets without RULE's files (the runner's synth stage; training ignores it)."""
+    """Boundary synthesis for targets without RULE's files (the runner's synth stage, to come; training ignores it)."""
 
     def world_size(self) -> int:
         return self.trainer.world_size()
