@@ -1,9 +1,9 @@
 """The stage machinery behind ``run_rwku.sh`` / ``run_muse.sh`` (:mod:`RS.runner` builds the plan).
 
 Every stage runs one of the project's own commands in a subprocess — ``python -m RS.train`` (RS, teaching,
-the offline baselines), ``python -m verl.trainer.main`` (ReBO), ``python -m verl.eval`` — printed before it
-runs and logged to ``<stage folder>/stage.log``, so it is the command a user could type, and a GPU stage gives
-its memory and Ray workers back when it ends.
+the offline baselines), ``python -m RS.synth`` (boundary synthesis), ``python -m verl.trainer.main`` (ReBO),
+``python -m verl.eval`` — printed before it runs and logged to ``<stage folder>/stage.log``, so it is the
+command a user could type, and a GPU stage gives its memory and Ray workers back when it ends.
 
 A stage counts as done only when its *last* output exists, and every output is written atomically by the
 tool that makes it (HF exports are renamed into place, result JSONs go through ``write_json_atomic``,
@@ -137,6 +137,17 @@ class Pipeline:
         if self._run(argv, run_dir / "stage.log", stage) and not rebo_done(run_dir):
             raise StageError(f"stage {stage} ended without {run_dir}/final")
         return run_dir / "final"
+
+    def synthesize(self, stage: str, target_dir: Path, out_dir: Path, overrides: Sequence[str]) -> Path:
+        """One ``RS.synth`` run: RULE's files for ``target_dir`` into ``out_dir`` (done when its stats exist)."""
+        done = out_dir / "synthesis_stats.json"
+        if done.is_file():
+            self._skip(stage, str(done))
+            return out_dir
+        argv = [self.python, "-m", "RS.synth", "--target-dir", str(target_dir), "--out", str(out_dir), *overrides]
+        if self._run(argv, out_dir / "stage.log", stage) and not done.is_file():
+            raise StageError(f"stage {stage} ended without {done}")
+        return out_dir
 
     def evaluate(self, label: str, tag: str, model: Path | str, names: Sequence[str], suites: Sequence[str],
                  args: Sequence[str], benchmark: str, run: bool = True, record: bool = True) -> None:  # fmt: skip

@@ -3,6 +3,9 @@
 Stages (``--stages``, all by default, in this order):
 
 * ``base``      evaluate the model before unlearning (MUSE on the embedded book: teach the book first);
+* ``synth``     RWKU targets without RULE's released files (RULE released them for 50 of 200; ``--synthesize``):
+  ``reject_target`` from RWKU's ``reject.json`` and the ReBO files through boundary synthesis with the ReBO
+  YAML's ``synthesis:`` section (:mod:`RS.synth`), into ``OUT/<run>/synth/<target>/``, which RS and ReBO read;
 * ``rs``        Rejection Steering (``RS.train``), exports at the ``--rs-epochs`` ReBO starts from;
 * ``rebo``      ReBO (``verl.trainer.main``) from each of those RS epochs;
 * ``baselines`` the offline baselines (``--baselines``) at every strength of their YAML (``RS/baselines.py``);
@@ -16,7 +19,7 @@ every suite and the paper's baselines). Without one, the CPU profile: SmolLM2-13
 model on 2 cores; ask with ``--suites``), baselines GA and NPO. ``--smoke`` shrinks every stage to seconds
 (a few rows and probes, 1 RS epoch, 2 ReBO steps, 2 strengths per baseline) to check a setup.
 
-Outputs: ``OUT/<run>/`` (``rs/``, ``rebo_rs<E>/``, ``baselines/<method>_<strength>/``; ``<run>`` = the target's
+Outputs: ``OUT/<run>/`` (``synth/<target>/``, ``rs/``, ``rebo_rs<E>/``, ``baselines/<method>_<strength>/``; ``<run>`` = the target's
 folder, or ``batch_<spec>`` with ``--batch``), ``OUT/eval/<model>/<target>.json``, ``OUT/tables/``. A rerun of
 the same command skips complete stages and resumes a killed ReBO run (see :mod:`RS.pipeline`).
 """
@@ -34,7 +37,7 @@ from RS.baselines import BASELINES, UNTRAINED, as_overrides, baseline_config, re
 from RS.pipeline import Pipeline, StageError
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("base", "rs", "rebo", "baselines", "eval", "table")
+STAGES = ("base", "synth", "rs", "rebo", "baselines", "eval", "table")
 SMOKE = {
     "rs": ["trainer.epochs=1", "trainer.max_steps=2", "data.max_samples=8", "trainer.batch_size=4",
            "trainer.micro_batch_size_per_device=4", "data.max_length=256", "trainer.progress=false"],
@@ -45,6 +48,7 @@ SMOKE = {
              "trainer.val_freq=2", "trainer.save_freq=1", "trainer.save_limit=1", "trainer.logger=[jsonl]"],
     "baseline": ["trainer.epochs=1", "trainer.max_steps=2", "data.max_samples=4", "trainer.batch_size=2",
                  "trainer.micro_batch_size_per_device=2", "data.max_length=128", "trainer.progress=false"],
+    "synth": ["synthesis.limit=4", "synthesis.max_new_tokens=8"],
     "eval": ["--max-probes", "3", "--max-new-tokens-cap", "8", "--no-progress"],
 }  # fmt: skip
 
@@ -130,6 +134,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     if benchmark == "rwku":
         add("--targets", default="1-10", help="RWKU targets: ids, ranges, names (default 1-10)")
         add("--batch", action="store_true", help="one batch-target run over all targets instead of one per target")
+        add("--synthesize", default="missing", choices=["missing", "all"],
+            help="synth stage: for targets without RULE's files (default), or for every target (RULE's own unused)")  # fmt: skip
     return parser
 
 
@@ -137,9 +143,17 @@ def target_files(folders: list[Path], name: str) -> str:
     return ",".join(str(folder / name) for folder in folders)
 
 
-def retarget(config: str, folders: list[Path], keys: list[str]) -> list[str]:
-    """Point each ``keys`` file of ``config`` at the same file name in each of ``folders`` (comma-joined)."""
+def retarget(
+    config: str, folders: list[Path], keys: list[str], synthesized: dict[Path, Path] | None = None
+) -> list[str]:
+    """Point each ``keys`` file of ``config`` at the same file name in each of ``folders`` (comma-joined); a
+    file of RULE's own (``data.download.RULE_ONLY_FILES``) of a folder in ``synthesized`` comes from its synth
+    folder instead."""
     import yaml
+
+    from data.download import RULE_ONLY_FILES
+
+    synthesized = synthesized or {}
 
     tree = yaml.safe_load((REPO / config).read_text()) or {}
     overrides = []
@@ -149,7 +163,12 @@ def retarget(config: str, folders: list[Path], keys: list[str]) -> list[str]:
             node = node.get(part) if isinstance(node, dict) else None
         if node:
             names = [Path(f).name for f in str(node).split(",")]
-            overrides.append(f"{key}=" + ",".join(target_files(folders, n) for n in names))
+            paths = [
+                str(synthesized.get(folder, folder) / n if Path(n).stem in RULE_ONLY_FILES else folder / n)
+                for n in names
+                for folder in folders
+            ]
+            overrides.append(f"{key}=" + ",".join(paths))
     return overrides
 
 
@@ -159,7 +178,9 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
 
     out = Path(args.out)
     local = args.data_dir if args.data_dir and Path(args.data_dir, "Target").is_dir() else None
-    root = Path(fetch_rwku(args.targets, out / "data", rwku_files(profile, stages), local_dir=local)).resolve()
+    optional = ["rule"] if stages & {"synth", "rs", "rebo"} else []
+    root = Path(fetch_rwku(args.targets, out / "data", rwku_files(profile, stages), local, optional=optional))
+    root = root.resolve()
     targets = select_targets(args.targets, root)
     groups = [targets] if args.batch else [[t] for t in targets]
     pipe = Pipeline(out, dry_run=args.dry_run)
@@ -177,10 +198,11 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
         names = [t.dirname for t in group]
         evaluate = dict(names=names, suites=suites, args=[*eval_args, "--targets", ",".join(names)], benchmark="rwku",
                         run="eval" in stages)  # fmt: skip
+        synthesized = synthesize(args, profile, stages, pipe, run, model, folders, smoke)
         rs_dir = run / "rs"
         if "rs" in stages:
             overrides = [f"config={profile.rs_config}", f"model.model_path={model}", *profile.placement]
-            overrides += retarget(profile.rs_config, folders, ["data.train_files", "data.retain_files"])
+            overrides += retarget(profile.rs_config, folders, ["data.train_files", "data.retain_files"], synthesized)
             pipe.train_rs("rs", rs_dir, overrides + smoke.get("rs", []), epochs)
         for epoch in epochs:
             start = rs_dir / f"epoch_{epoch}"
@@ -192,7 +214,9 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
                     f"worker.actor.model.model_path={start}",
                     *profile.placement,
                 ]
-                overrides += retarget(profile.rebo_config, folders, ["data.train_files", "data.val_files"])
+                overrides += retarget(
+                    profile.rebo_config, folders, ["data.train_files", "data.val_files"], synthesized
+                )
                 overrides += [f"evaluator.data_dir={root}", f"evaluator.targets={','.join(names)}"]
                 pipe.train_rebo(
                     f"rebo from RS epoch {epoch}", run / f"rebo_rs{epoch}", overrides + smoke.get("rebo", [])
@@ -204,13 +228,42 @@ def run_rwku(args, profile: Profile, stages: set[str]) -> Pipeline:
     return pipe
 
 
+SYNTH_FILES = ("reject_target", "rl_rejection_with_fb_neighbor_target", "rl_rejection_eval_target")
+"""RULE's files that RS and ReBO read; a target lacking one of them goes through the synth stage."""
+
+
+def has_rule_files(folder: Path) -> bool:
+    return all((folder / f"{stem}.json").is_file() for stem in SYNTH_FILES)
+
+
+def synthesize(args, profile, stages, pipe, run, model, folders, smoke) -> dict[Path, Path]:
+    """{target folder: its synth folder} for the targets whose RULE files RS / ReBO read from the synth stage
+    (those without RULE's files, or all with ``--synthesize all``); runs that stage when selected."""
+    chosen = [f for f in folders if args.synthesize == "all" or not has_rule_files(f)]
+    synthesized = {folder: run / "synth" / folder.name for folder in chosen}
+    for folder, out_dir in synthesized.items():
+        if "synth" in stages:
+            overrides = [f"config={profile.rebo_config}", f"worker.actor.model.model_path={model}", *profile.placement]
+            overrides += [
+                f"data.train_files={out_dir / 'rl_rejection_with_fb_neighbor_target.json'}"
+            ]  # what it writes
+            overrides += [f"data.val_files={out_dir / 'rl_rejection_eval_target.json'}", "evaluator.benchmark=none"]
+            overrides += smoke.get("synth", [])
+            pipe.synthesize(f"synth {folder.name}", folder, out_dir, overrides)
+        elif stages & {"rs", "rebo"} and not pipe.dry_run and not has_rule_files(out_dir):
+            why = "RULE's files" if args.synthesize == "missing" else "synthesised files (--synthesize all)"
+            raise StageError(f"{folder} has no {why} and {out_dir} is empty: run the synth stage (--stages synth,...)")
+    return synthesized
+
+
 def rwku_files(profile: Profile, stages: set[str]) -> list[str]:
-    """The RWKU file groups / names the selected stages, suites and baselines read (nothing more is fetched)."""
+    """The RWKU file groups / names the selected stages, suites and baselines read (nothing more is fetched);
+    RULE's own files are fetched as optional: the synth stage builds them where a target has none."""
     files = ["probes"]
     suites = profile.suites.split(",")
     files += [group for group in ("mia", "utility") if group in suites]
-    if stages & {"rs", "rebo"}:
-        files.append("rule")
+    if "synth" in stages:
+        files.append("reject")  # RWKU's forget questions, on the hub for every target
     if "baselines" in stages:
         methods = [m for m in profile.baselines.split(",") if m in BASELINES]
         files += sorted({BASELINES[m][1] for m in methods})

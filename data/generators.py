@@ -17,8 +17,9 @@ instead of answering the question: ``none`` (the reply as generated), ``first`` 
 with the first label, e.g. ``Entity:``, which is put back in front of the reply before parsing), ``fields``
 (one generation per field: ``Entity:`` up to the end of the line, then ``\\nQuestion:`` after it, and so on).
 
-:func:`hf_generate_fn` is a minimal transformers adapter; the runner's ``synth`` stage (not wired yet: issue #13)
-is to generate through the engine's rollout worker group (``verl.workers.rollout.texts``) with :func:`chat_texts`.
+:func:`hf_generate_fn` is a minimal transformers adapter (``python -m data.synthesis``); the runner's ``synth``
+stage (:mod:`RS.synth`) generates through the engine's rollout worker group (``verl.workers.rollout.texts``)
+with :func:`chat_texts`.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_runner_help_lists_the_stages(script):
     out = subprocess.run(["bash", str(REPO / script), "--help"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "base,rs,rebo,baselines,eval,table" in out.stdout and "--smoke" in out.stdout
+    assert "base,synth,rs,rebo,baselines,eval,table" in out.stdout and "--smoke" in out.stdout
 
 
 # ----------------------------------------------------------------------------- end to end (RWKU, smoke)

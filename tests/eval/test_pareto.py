@@ -192,3 +192,16 @@ def test_the_figure_has_one_colour_per_method_the_before_star_and_no_overlapping
 def test_many_methods_still_get_distinct_colours():
     names = [f"m{i}" for i in range(14)]
     assert len(set(method_colours(names).values())) == 14
+
+
+def test_axes_zoom_to_runs_that_sit_in_one_corner_and_keep_the_unit_range_otherwise():
+    # SmolLM2 on real RWKU: F-All 0.4-5.3, N-All 9.5-15.1 -> every point in one corner of the unit square
+    corner = {"RULE": [(0.004, 0.128, "RS 1"), (0.010, 0.132, "ReBO")], "GA": [(0.053, 0.137), (0.024, 0.108)]}
+    axes = draw_frontier(corner, reference=(0.053, 0.151)).axes[0]
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    assert x0 < 1 - 0.053 and x1 > 1 - 0.004 and x1 - x0 < 0.2  # 1 - F-All: 0.947 .. 0.996, with a margin
+    assert y0 < 0.108 and y1 > 0.151 and y1 - y0 < 0.2
+    wide = {"RULE": [(0.03, 0.89)], "NPO": [(0.78, 0.97)]}
+    axes = draw_frontier(wide, reference=(0.82, 0.98)).axes[0]
+    assert axes.get_xlim() == pytest.approx((-0.02, 1.02))  # 1 - F-All spreads over 0.18 .. 0.97
+    assert axes.get_ylim()[1] - axes.get_ylim()[0] < 0.5  # N-All 0.89 .. 0.98 alone is zoomed

@@ -81,6 +81,16 @@ def place_labels(
     return placed
 
 
+def axis_limits(values: Sequence[float], full: float = 0.5) -> tuple[float, float]:
+    """Axis range for scores in ``[0, 1]``: the whole unit range when ``values`` spread over at least ``full`` of
+    it, else their own range with a margin (a small model's runs all sit in one corner and would be a blur)."""
+    lo, hi = min(values), max(values)
+    if hi - lo >= full:
+        return -0.02, 1.02
+    pad = max(0.1 * (hi - lo), 0.01)
+    return max(-0.02, lo - pad), min(1.02, hi + pad)
+
+
 def draw_frontier(
     methods: Mapping[str, Sequence[Sequence]],
     reference: Optional[Sequence[float]] = None,
@@ -95,8 +105,6 @@ def draw_frontier(
     figure = Figure(figsize=(9.0, 6.0), dpi=120)
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_axes((0.08, 0.09, 0.6, 0.82))  # fixed, so the pixel positions below stay true
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel(f"1 - Forget Quality  (1 - {axis_names[0]}: more forgotten \u2192)")
     axes.set_ylabel(f"Retain Quality  ({axis_names[1]}: more kept \u2192)")
     axes.set_title(title, fontsize=10)
@@ -123,6 +131,8 @@ def draw_frontier(
             xs += [x, x]
             ys += [y, nxt[1] if nxt else 0.0]
         axes.plot(xs, ys, color="black", linestyle="--", linewidth=0.9, alpha=0.7, label="Pareto frontier (all runs)")
+    axes.set_xlim(*axis_limits([x for x, _ in every] or [0.0, 1.0]))
+    axes.set_ylim(*axis_limits([y for _, y in every] or [0.0, 1.0]))
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     _annotate(axes, canvas, labels)
     return figure

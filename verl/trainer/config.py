@@ -119,8 +119,8 @@ PRIMING_MODES = ("none", "first", "fields")  # boundary synthesis (data/generato
 
 @dataclass
 class SynthesisConfig:
-    """The boundary set of a target without RULE's released files, for the runner's ``synth`` stage (not wired
-    into ``run_rwku.sh`` yet: issue #13; ``verl.trainer.main`` ignores this section)."""
+    """The boundary set of a target without RULE's released files: read by the runner's ``synth`` stage
+    (``python -m RS.synth``, run by ``run_rwku.sh``); ``verl.trainer.main`` ignores this section."""
 
     generator: Optional[str] = None
     """Model that writes the FB rewrites and neighbour questions (HF folder, hub id, 'smollm2' or 'tiny:DIR');

@@ -1,7 +1,7 @@
 """Generate from already-templated prompt strings through a worker group's rollout (HF or vLLM).
 
-The trainer's evaluator hook (``RayPPOTrainer.generate_texts``) and, once wired (issue #13), the runner's
-boundary-synthesis stage both turn strings into left-padded ids, call ``generate_sequences`` on the worker
+The trainer's evaluator hook (``RayPPOTrainer.generate_texts``) and the runner's boundary-synthesis stage
+(``RS.synth``) both turn strings into left-padded ids, call ``generate_sequences`` on the worker
 group (padded and split across its workers) and decode each response's generated tokens.
 """
 
