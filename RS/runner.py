@@ -244,10 +244,11 @@ def synthesize(args, profile, stages, pipe, run, model, folders, smoke) -> dict[
     for folder, out_dir in synthesized.items():
         if "synth" in stages:
             overrides = [f"config={profile.rebo_config}", f"worker.actor.model.model_path={model}", *profile.placement]
-            overrides += [
-                f"data.train_files={out_dir / 'rl_rejection_with_fb_neighbor_target.json'}"
-            ]  # what it writes
-            overrides += [f"data.val_files={out_dir / 'rl_rejection_eval_target.json'}", "evaluator.benchmark=none"]
+            written = [
+                out_dir / "rl_rejection_with_fb_neighbor_target.json",
+                out_dir / "rl_rejection_eval_target.json",
+            ]
+            overrides += [f"data.train_files={written[0]}", f"data.val_files={written[1]}", "evaluator.benchmark=none"]
             overrides += smoke.get("synth", [])
             pipe.synthesize(f"synth {folder.name}", folder, out_dir, overrides)
         elif stages & {"rs", "rebo"} and not pipe.dry_run and not has_rule_files(out_dir):

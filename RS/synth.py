@@ -61,24 +61,20 @@ def rollout_generate_fn(config: PPOConfig) -> tuple[Callable, Callable[[], None]
     (:func:`data.generators.chat_texts`), continues its assistant-turn prefix and returns the new text only."""
     from data.generators import chat_texts
     from verl.single_controller import ClassWithInitArgs
-    from verl.single_controller.launch import launch_worker_groups
+    from verl.single_controller.launch import launch_initialised_worker_groups
     from verl.workers import fsdp_utils
     from verl.workers.fsdp_worker import FSDPWorker
     from verl.workers.rollout.texts import generate_texts
 
     synthesis, worker = config.synthesis, copy.deepcopy(config.worker)
     worker.actor.model.model_path = generator_path(config)
+    if synthesis.generator:  # another model than the actor's: its own tokenizer, not the YAML's actor one
+        worker.actor.model.tokenizer_path = None
     worker.rollout.prompt_length = synthesis.max_prompt_length
     worker.rollout.response_length = synthesis.max_new_tokens
     tokenizer = fsdp_utils.load_tokenizer(worker.actor.model.tokenizer_path or worker.actor.model.model_path)
-    groups, shutdown = launch_worker_groups(
-        {"rollout": ClassWithInitArgs(FSDPWorker, worker, "rollout")}, config.trainer
-    )
-    try:
-        groups["rollout"].init_model()
-    except BaseException:
-        shutdown()
-        raise
+    rollout = ClassWithInitArgs(FSDPWorker, worker, "rollout")
+    groups, shutdown = launch_initialised_worker_groups({"rollout": rollout}, config.trainer)
     meta = {
         "n": 1,
         "temperature": synthesis.temperature if synthesis.do_sample else 0.0,
@@ -88,14 +84,9 @@ def rollout_generate_fn(config: PPOConfig) -> tuple[Callable, Callable[[], None]
 
     def generate(prompts: list[str], prefixes: list[str] | None = None, stop: list[str] | None = None) -> list[str]:
         texts = chat_texts(tokenizer, prompts, prefixes)
-        for i, text in enumerate(texts):
-            length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if length > synthesis.max_prompt_length:
-                raise ValueError(
-                    f"synthesis prompt {i} has {length} tokens > synthesis.max_prompt_length="
-                    f"{synthesis.max_prompt_length} (raise it, or shorten the target's questions)"
-                )
-        return generate_texts(groups["rollout"], tokenizer, texts, {**meta, "stop": list(stop or [])})
+        meta_call = {**meta, "stop": list(stop or [])}
+        limit = synthesis.max_prompt_length
+        return generate_texts(groups["rollout"], tokenizer, texts, meta_call, limit, "synthesis.max_prompt_length")
 
     return generate, shutdown
 

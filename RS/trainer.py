@@ -33,16 +33,11 @@ def build_worker_group(config: RSConfig):
     and the function that shuts it down."""
     from RS.worker import UnlearnWorker
     from verl.single_controller import ClassWithInitArgs
-    from verl.single_controller.launch import launch_worker_groups
+    from verl.single_controller.launch import launch_initialised_worker_groups
 
     t = config.trainer
     cls = ClassWithInitArgs(UnlearnWorker, worker_config(config), config.loss.name, dict(config.loss.params))
-    groups, shutdown = launch_worker_groups({"actor": cls}, t)
-    try:
-        groups["actor"].init_model()
-    except BaseException:
-        shutdown()
-        raise
+    groups, shutdown = launch_initialised_worker_groups({"actor": cls}, t)
     return groups["actor"], shutdown
 
 

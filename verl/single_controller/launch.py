@@ -81,3 +81,17 @@ def launch_worker_groups(
         pool.remove()
 
     return group.spawn(set(classes)), shutdown
+
+
+def launch_initialised_worker_groups(
+    classes: dict[str, ClassWithInitArgs], resources: WorkerResources
+) -> tuple[dict[str, WorkerGroup], Callable[[], None]]:
+    """:func:`launch_worker_groups`, then ``init_model`` on every group; shut down again if that fails."""
+    groups, shutdown = launch_worker_groups(classes, resources)
+    try:
+        for group in groups.values():
+            group.init_model()
+    except BaseException:
+        shutdown()
+        raise
+    return groups, shutdown

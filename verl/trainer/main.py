@@ -28,7 +28,7 @@ def build_worker_groups(config: PPOConfig) -> tuple[dict, Callable[[], None]]:
     """``({"actor_rollout_ref": wg, "critic": wg?}, shutdown)``, initialised; on Ray the roles share one
     process per worker (colocated), in-process one worker without Ray."""
     from verl.single_controller import ClassWithInitArgs
-    from verl.single_controller.launch import launch_worker_groups
+    from verl.single_controller.launch import launch_initialised_worker_groups
     from verl.workers.fsdp_worker import FSDPWorker
 
     trainer = config.trainer
@@ -36,14 +36,7 @@ def build_worker_groups(config: PPOConfig) -> tuple[dict, Callable[[], None]]:
     classes = {"actor_rollout_ref": ClassWithInitArgs(FSDPWorker, config.worker, role)}
     if config.algorithm.adv_estimator == "gae":
         classes["critic"] = ClassWithInitArgs(FSDPWorker, config.worker, "critic")
-    groups, shutdown = launch_worker_groups(classes, trainer)
-    try:
-        for wg in groups.values():
-            wg.init_model()
-    except BaseException:
-        shutdown()
-        raise
-    return groups, shutdown
+    return launch_initialised_worker_groups(classes, trainer)
 
 
 def build_evaluator(config: PPOConfig):
