@@ -8,10 +8,16 @@ overrides and a ``sweep`` list of override dicts, each one training run from the
       rwku-cpu:
         common: {trainer.epochs: 1}
         sweep: [{optim.lr: 1.0e-5}, {optim.lr: 3.0e-5}, {optim.lr: 1.0e-4}]
+      demo:
+        common: {trainer.epochs: 3}
+        points: epochs      # each epoch's export is one point: one run, three points
+        sweep: [{optim.lr: 1.0e-4}]
 
 :func:`read_strengths` turns a section into :class:`Strength` objects (``common`` + one ``sweep`` entry); a
 run is named by its ``sweep`` entry alone (:attr:`Strength.tag`, e.g. ``lr3e-05``), so each method is drawn
-as a curve over its sweep. ICU (RWKU's in-context unlearning instruction) trains nothing and has no strength:
+as a curve over its sweep. With ``points: epochs`` (default ``points: runs``) a run is also evaluated after
+every epoch (``trainer.epochs`` must be set in ``common`` or the entry), each epoch's export one point, as MUSE
+evaluates its baselines' checkpoints and RULE's curve its RS epochs: fewer runs for the same curve. ICU (RWKU's in-context unlearning instruction) trains nothing and has no strength:
 it is one evaluation of the model before unlearning with ``--icu`` (:data:`UNTRAINED`).
 """
 
@@ -40,6 +46,8 @@ class Strength:
 
     sweep: dict[str, Any]
     common: dict[str, Any]
+    every_epoch: bool = False
+    """``points: epochs``: every epoch's export is a point of the curve, not only the last one."""
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -54,6 +62,11 @@ class Strength:
     def label(self) -> str:
         """{'optim.lr': 3e-05, 'trainer.epochs': 2} -> 'lr 3e-05, epochs 2' (for plots and tables)."""
         return ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in self.sweep.items())
+
+    @property
+    def epochs(self) -> list[int]:
+        """The epochs whose exports are points: all of them with ``points: epochs``, else none (the last one)."""
+        return list(range(1, int(self.overrides["trainer.epochs"]) + 1)) if self.every_epoch else []
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
@@ -87,13 +100,27 @@ def check_strengths(tree: Any, where: str) -> dict[str, list[Strength]]:
         at = f"{where}: strengths.{profile}"
         if profile not in PROFILES:
             raise ValueError(f"{at}: unknown profile; choose from {', '.join(PROFILES)}")
-        if not isinstance(section, dict) or set(section) - {"common", "sweep"} or "sweep" not in section:
-            raise ValueError(f"{at} must be a mapping with a 'sweep' list and an optional 'common' mapping")
+        if not isinstance(section, dict) or set(section) - {"common", "sweep", "points"} or "sweep" not in section:
+            raise ValueError(f"{at} must be a mapping with a 'sweep' list, an optional 'common' mapping and "
+                             "optional 'points' (runs | epochs)")  # fmt: skip
+        points = section.get("points", "runs")
+        if points not in ("runs", "epochs"):
+            raise ValueError(
+                f"{at}.points must be 'runs' (one point per run) or 'epochs' (one per epoch), got {points!r}"
+            )
         sweep = section["sweep"]
         if not isinstance(sweep, list) or not sweep:
             raise ValueError(f"{at}.sweep must be a non-empty list of {{key: value}} overrides")
         common = _override_dict(section.get("common") or {}, f"{at}.common")
-        runs = [Strength(_override_dict(entry, f"{at}.sweep[{i}]"), common) for i, entry in enumerate(sweep)]
+        runs = [
+            Strength(_override_dict(entry, f"{at}.sweep[{i}]"), common, every_epoch=points == "epochs")
+            for i, entry in enumerate(sweep)
+        ]
+        for i, run in enumerate(runs):
+            epochs = run.overrides.get("trainer.epochs")
+            if run.every_epoch and (type(epochs) is not int or epochs < 1):
+                raise ValueError(f"{at}.sweep[{i}]: points: epochs needs trainer.epochs (an integer >= 1) in "
+                                 f"common or the entry, got {epochs!r}")  # fmt: skip
         tags = [run.tag for run in runs]
         if any(not run.sweep for run in runs) or len(set(tags)) != len(tags):
             raise ValueError(f"{at}.sweep: every entry must be non-empty and distinct, got tags {tags}")

@@ -295,14 +295,20 @@ def _encode_any(tokenizer, fmt: str, rows: list[dict], spec: EncodeSpec, packing
 
 # ----------------------------------------------------------------------------- collation
 def collate(stream: TokenizedStream, indices: list[int], pad_token_id: int, name: str) -> dict[str, torch.Tensor]:
-    """Right-padded ``{name}_input_ids``, ``{name}_attention_mask``, ``{name}_loss_mask``: (bs, max_len)."""
+    """Left-padded ``{name}_input_ids``, ``{name}_attention_mask``, ``{name}_loss_mask``: (bs, max_len).
+
+    Left padding puts every row's last token in the last column, so the loss tokens of prompt/response
+    rows (the response) share the trailing columns and ``RS.worker.sequence_logps`` runs the LM head over
+    those columns only; position ids come from the attention mask. A row's first token is never a
+    loss token (nothing predicts it), so ``loss_mask[:, 1:]`` holds exactly the scored tokens.
+    """
     length = max(len(stream.ids[i]) for i in indices)
     ids = torch.full((len(indices), length), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(indices), length), dtype=torch.long)
     loss_mask = torch.zeros((len(indices), length), dtype=torch.long)
     for row, i in enumerate(indices):
         n = len(stream.ids[i])
-        ids[row, :n] = torch.tensor(stream.ids[i], dtype=torch.long)
-        attention[row, :n] = 1
-        loss_mask[row, :n] = torch.tensor(stream.loss_mask[i], dtype=torch.long)
+        ids[row, length - n :] = torch.tensor(stream.ids[i], dtype=torch.long)
+        attention[row, length - n :] = 1
+        loss_mask[row, length - n + 1 :] = torch.tensor(stream.loss_mask[i][1:], dtype=torch.long)
     return {f"{name}_input_ids": ids, f"{name}_attention_mask": attention, f"{name}_loss_mask": loss_mask}

@@ -294,6 +294,7 @@ def run_baselines(
         for strength in strengths:
             tag = f"{method}_{strength.tag}"
             run_dir = run / "baselines" / tag
+            point_epochs = strength.epochs[:1] if args.smoke else strength.epochs  # smoke: trainer.epochs=1
             if "baselines" in stages:
                 overrides = [f"config=examples/baselines/{config}", f"model.model_path={model}", *profile.placement]
                 overrides += [f"data.train_files={corpus or target_files(folders, train_file)}"]
@@ -301,10 +302,12 @@ def run_baselines(
                 if profile.name == "cpu":
                     overrides += ["model.dtype=fp32", "model.enable_gradient_checkpointing=false"]
                 overrides += as_overrides(strength.overrides) + smoke.get("baseline", [])
-                pipe.train_rs(f"baseline {tag}", run_dir, overrides + ["trainer.save_every_epoch=false"])
+                every_epoch = f"trainer.save_every_epoch={str(strength.every_epoch).lower()}"
+                pipe.train_rs(f"baseline {tag}", run_dir, [*overrides, every_epoch], point_epochs)
             if "eval" in stages or (run_dir / "summary.json").is_file():
-                label = f"{method.upper()}/{strength.tag}"
-                pipe.evaluate(label, tag, pipe.export_of(run_dir), **evaluate)
+                points = [(f"_epoch{e}", run_dir / f"epoch_{e}") for e in point_epochs]  # points: epochs
+                for suffix, export in points or [("", pipe.export_of(run_dir))]:
+                    pipe.evaluate(f"{method.upper()}/{strength.tag}{suffix}", tag + suffix, export, **evaluate)
 
 
 MUSE_PROMPTS = ["data.apply_chat_template=false", "data.prompt_format=muse"]

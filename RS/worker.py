@@ -37,16 +37,27 @@ from verl.workers.rollout.sampling import position_ids_from_mask
 def sequence_logps(module: torch.nn.Module, batch: dict[str, torch.Tensor], stream: str):
     """(logps, ntokens), each (bs,): summed log-probs of ``stream``'s loss tokens and their count.
 
-    ``batch`` holds right-padded ``{stream}_input_ids``, ``_attention_mask`` and ``_loss_mask``, all
-    (bs, seq_len); token ``t`` is scored from the logits at ``t - 1``.
+    ``batch`` holds ``{stream}_input_ids``, ``_attention_mask`` and ``_loss_mask``, all (bs, seq_len),
+    left-padded (``RS.dataset.collate``); token ``t`` is scored from the logits at ``t - 1``. The LM head
+    runs only from the first column holding a loss token on (``logits_to_keep``): for prompt/response rows
+    that is the response, a few tokens of a long prompt, which saves most of the (bs, seq_len, V) logits
+    and their softmax.
     """
     ids = batch[f"{stream}_input_ids"]
     attention = batch[f"{stream}_attention_mask"]
+    targets = batch[f"{stream}_loss_mask"][:, 1:]  # (bs, seq_len - 1): 1 where token t + 1 is scored
+    scored = targets.any(0).nonzero()
+    first = int(scored[0]) if len(scored) else targets.size(1) - 1
+    kept = targets.size(1) - first  # predicting columns first + 1 .. seq_len - 1
     logits = module(
-        input_ids=ids, attention_mask=attention, position_ids=position_ids_from_mask(attention), use_cache=False
-    ).logits
-    token_logps = logprobs_from_logits(logits[:, :-1], ids[:, 1:])
-    mask = batch[f"{stream}_loss_mask"][:, 1:].to(token_logps.dtype)
+        input_ids=ids,
+        attention_mask=attention,
+        position_ids=position_ids_from_mask(attention),
+        use_cache=False,
+        logits_to_keep=kept + 1,
+    ).logits[:, -kept - 1 : -1]
+    token_logps = logprobs_from_logits(logits, ids[:, first + 1 :])
+    mask = targets[:, first:].to(token_logps.dtype)
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 

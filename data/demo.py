@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ COLUMNS = [
     ("naturalness_named_refusal_share", "Named"),
 ]
 SUITES = ["forget", "neighbor", "naturalness"]
-DEMO_BASELINES = "ga,gd,npo,dpo,rt,icu"
+DEMO_BASELINES = "ga,npo,dpo,rt,icu"
 CPU = ["trainer.backend=inprocess", "trainer.n_gpus_per_node=0", "model.dtype=fp32", "trainer.progress=false"]
 ATTACK_NEIGHBOUR_PROBES = 4
 # held-out half of the 10 FB + 10 QA forget probes; relearning: 2 blocks of 128 tokens per step
@@ -108,15 +109,18 @@ def sft(stage: str, model: str, train_file: Path, out: Path, extra: list[str], c
 
     run_dir = out / stage
     done = run_dir / "exports.json"
-    if done.is_file():
-        print(f"[demo] {stage}: reusing {run_dir}", flush=True)
-        return json.loads(done.read_text())
     overrides = [f"config={config}"] if config else []
     overrides += [f"model.model_path={model}", f"data.train_files={train_file}", f"trainer.output_dir={out}"]
     overrides += [f"trainer.experiment_name={stage}", "trainer.save_every_epoch=false", *CPU, *extra]
+    if done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("overrides") == overrides:
+            print(f"[demo] {stage}: reusing {run_dir}", flush=True)
+            return previous["exports"]
+        print(f"[demo] {stage}: its settings changed since {done} was written; training it again", flush=True)
     run(load_config(RSConfig, overrides))
-    exported = [str(p) for p in sorted(run_dir.glob("epoch_*"), key=lambda p: int(p.name.split("_")[-1]))]
-    write_json_atomic(done, exported)
+    exported = json.loads((run_dir / "summary.json").read_text())["exports"]  # this run's, not a stale epoch_*
+    write_json_atomic(done, {"overrides": overrides, "exports": exported})
     return exported
 
 
@@ -125,25 +129,31 @@ def rebo(model: str, train_file: Path, bench: Path, out: Path, args) -> tuple[st
     from verl.trainer.config import PPOConfig
     from verl.trainer.main import run
     from verl.utils.config import load_config
+    from verl.utils.fileio import write_json_atomic
 
     run_dir = out / "rebo"
-    if not (run_dir / "final" / "config.json").is_file():
-        overrides = [
-            f"data.train_files={train_file}", "data.max_prompt_length=128", "data.rollout_batch_size=8",
-            f"data.max_response_length={args.rebo_response_tokens}", f"worker.actor.model.model_path={model}",
-            "worker.actor.global_batch_size=8", "worker.actor.micro_batch_size_per_device_for_update=8",
-            "worker.actor.micro_batch_size_per_device_for_experience=32", f"worker.actor.optim.lr={args.rebo_lr}",
-            "worker.rollout.n=4", "worker.rollout.micro_batch_size=32", f"algorithm.kl_coef={args.rebo_kl}",
-            "worker.reward.reward_function=forget_two_stage_abs_target", f"trainer.max_steps={args.rebo_steps}",
-            f"trainer.total_epochs={args.rebo_steps}", f"trainer.output_dir={out}", "trainer.experiment_name=rebo",
-            "trainer.save_freq=-2", "trainer.logger=[console,jsonl]", "trainer.backend=inprocess",
-            "evaluator.benchmark=rwku", f"evaluator.data_dir={bench}", "evaluator.targets=1",
-            f"evaluator.suites=[{','.join(SUITES)}]", f"trainer.val_freq={args.rebo_eval_every}",
-            *([f"evaluator.max_probes={args.max_probes}"] if args.max_probes else []),
-        ]  # fmt: skip
-        run(load_config(PPOConfig, overrides))
-    else:
+    overrides = [
+        f"data.train_files={train_file}", "data.max_prompt_length=128", "data.rollout_batch_size=8",
+        f"data.max_response_length={args.rebo_response_tokens}", f"worker.actor.model.model_path={model}",
+        "worker.actor.global_batch_size=8", "worker.actor.micro_batch_size_per_device_for_update=8",
+        "worker.actor.micro_batch_size_per_device_for_experience=32", f"worker.actor.optim.lr={args.rebo_lr}",
+        "worker.rollout.n=4", "worker.rollout.micro_batch_size=32", f"algorithm.kl_coef={args.rebo_kl}",
+        "worker.reward.reward_function=forget_two_stage_abs_target", f"trainer.max_steps={args.rebo_steps}",
+        f"trainer.total_epochs={args.rebo_steps}", f"trainer.output_dir={out}", "trainer.experiment_name=rebo",
+        "trainer.save_freq=-2", "trainer.logger=[console,jsonl]", "trainer.backend=inprocess",
+        "evaluator.benchmark=rwku", f"evaluator.data_dir={bench}", "evaluator.targets=1",
+        f"evaluator.suites=[{','.join(SUITES)}]", f"trainer.val_freq={args.rebo_eval_every}",
+        *([f"evaluator.max_probes={args.max_probes}"] if args.max_probes else []),
+    ]  # fmt: skip
+    settings = run_dir / "demo_overrides.json"  # written first: a killed run resumes only with the same settings
+    if run_dir.is_dir() and (not settings.is_file() or json.loads(settings.read_text()) != overrides):
+        print(f"[demo] rebo: {run_dir} was made with other settings; training it again", flush=True)
+        shutil.rmtree(run_dir)
+    if (run_dir / "final" / "config.json").is_file():
         print(f"[demo] rebo: reusing {run_dir / 'final'}", flush=True)
+    else:
+        write_json_atomic(settings, overrides)
+        run(load_config(PPOConfig, overrides))
     checkpoints = {}
     prefix = "val/rwku/"
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -151,6 +161,14 @@ def rebo(model: str, train_file: Path, bench: Path, out: Path, args) -> tuple[st
         if f"{prefix}forget_all" in row:
             checkpoints[int(row["step"])] = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
     return str(run_dir / "final"), checkpoints
+
+
+def is_fresh(result_path: Path, model: str) -> bool:
+    """A stored result of ``model`` that is newer than the model's export (a retrained model is evaluated again)."""
+    if not result_path.is_file() or json.loads(result_path.read_text()).get("model") != model:
+        return False
+    config = Path(model) / "config.json"
+    return not config.is_file() or result_path.stat().st_mtime >= config.stat().st_mtime
 
 
 def evaluate(
@@ -163,7 +181,7 @@ def evaluate(
     from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / f"{model_tag(name)}.json"
-    if path.is_file():
+    if is_fresh(path, model):
         result = json.loads(path.read_text())
         if result_detector(result) != detector:
             result = {**result, "metrics": metrics_judged_by(result, detector), "refusal_detector": detector}
@@ -195,15 +213,14 @@ def baselines(methods: list[str], teach: str, target_dir: Path, bench: Path, out
             extra.append(f"data.retain_files={target_dir / 'rl_rejection_with_fb_neighbor_target.json'}")
         for strength in read_strengths(method, "demo"):
             stage = f"{method}_{strength.tag}"
-            final = sft(stage, teach, train_file, out, extra + as_overrides(strength.overrides), str(config))[-1]
-            name = f"{method.upper()} ({strength.label})"
-            runs.setdefault(method.upper(), []).append(
-                (
-                    name,
-                    strength.label,
-                    evaluate(name, final, bench, out, args.max_probes or None, detector=args.refusal_detector),
-                )
-            )
+            every_epoch = f"trainer.save_every_epoch={str(strength.every_epoch).lower()}"
+            exports = sft(stage, teach, train_file, out, [*extra, *as_overrides(strength.overrides), every_epoch],
+                          str(config))  # fmt: skip
+            labels = [f"{strength.label}, epoch {e}" for e in strength.epochs] or [strength.label]  # points: epochs
+            for label, export in zip(labels, exports[-len(labels) :]):
+                name = f"{method.upper()} ({label})"
+                result = evaluate(name, export, bench, out, args.max_probes or None, detector=args.refusal_detector)
+                runs.setdefault(method.upper(), []).append((name, label, result))
     return runs
 
 
@@ -214,7 +231,7 @@ def attack(name: str, model: str, bench: Path, out: Path, config: dict, max_prob
     from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / "attacks" / f"{name}.json"
-    if path.is_file():
+    if is_fresh(path, model):
         cached = json.loads(path.read_text())
         if cached["options"]["attack"] == config and cached["options"]["max_probes"] == max_probes:
             return cached
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--teach-lr", type=float, default=1e-4, help="lr of the fact-teaching SFT")
     add("--rs-epochs", type=int, default=3, help="Rejection Steering epochs (each one is a point of RULE's curve)")
     add("--rs-lr", type=float, default=2e-5, help="Rejection Steering lr")
-    add("--rebo-steps", type=int, default=20, help="ReBO steps (8 prompts x 4 samples each)")
+    add("--rebo-steps", type=int, default=10, help="ReBO steps (8 prompts x 4 samples each)")
     add("--rebo-eval-every", type=int, default=5, help="evaluate ReBO every N steps (its checkpoints' points)")
     add("--rebo-lr", type=float, default=1e-5, help="ReBO lr")
     add("--rebo-kl", type=float, default=0.01, help="ReBO KL coefficient (low_var_kl, to the RS model)")

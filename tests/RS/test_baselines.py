@@ -43,13 +43,16 @@ def load_strength(method: str, strength: Strength, cpu: bool = False) -> RSConfi
 def test_every_strength_is_a_valid_override_and_a_frontier_has_three(profile):
     for method in REQUIRED[profile]:
         strengths = read_strengths(method, profile)
-        assert len(strengths) >= 3, f"{profile}.{method}: a frontier needs at least 3 strengths"
+        points = sum(len(s.epochs) or 1 for s in strengths)  # points: epochs -> one point per epoch of a run
+        assert points >= 3, f"{profile}.{method}: a frontier needs at least 3 strengths"
         assert len({s.tag for s in strengths}) == len(strengths)
         configs = [load_strength(method, s, cpu=not profile.endswith("gpu")) for s in strengths]
-        # the sweep changes lr or epochs, monotonically (a curve ordered by strength)
-        lrs = [c.optim.lr for c in configs]
-        epochs = [c.trainer.epochs for c in configs]
-        assert lrs == sorted(lrs) and epochs == sorted(epochs) and (len(set(lrs)) > 1 or len(set(epochs)) > 1)
+        for strength, config in zip(strengths, configs):
+            assert strength.epochs in ([], list(range(1, config.trainer.epochs + 1)))
+        if len(strengths) > 1:  # the sweep changes lr or epochs, monotonically (a curve ordered by strength)
+            lrs = [c.optim.lr for c in configs]
+            epochs = [c.trainer.epochs for c in configs]
+            assert lrs == sorted(lrs) and epochs == sorted(epochs) and (len(set(lrs)) > 1 or len(set(epochs)) > 1)
 
 
 def test_the_gpu_profile_brackets_the_papers_lr():
@@ -89,6 +92,10 @@ def test_strength_tag_label_and_common_overrides():
     assert strength.overrides == {"trainer.epochs": 3, "optim.lr": 3e-5}
     two = Strength({"optim.lr": 3e-5, "trainer.epochs": 2}, {})
     assert two.tag == "lr3e-05_epochs2" and two.label == "lr 3e-05, epochs 2"
+    assert strength.epochs == [] and not strength.every_epoch  # points: runs (the default): the last export only
+    (each,) = check_strengths({"demo": {"common": {"trainer.epochs": 3}, "points": "epochs",
+                                        "sweep": [{"optim.lr": 3e-5}]}}, "x")["demo"]  # fmt: skip
+    assert each.every_epoch and each.epochs == [1, 2, 3] and each.tag == "lr3e-05"
 
 
 def test_as_overrides_keep_strings_with_spaces_and_colons():
@@ -106,6 +113,11 @@ def test_as_overrides_keep_strings_with_spaces_and_colons():
         ({"demo": {"sweep": [{"lr": 1}]}}, r"strengths.demo.sweep\[0\] must be a mapping of dotted config keys"),
         ({"demo": {"sweep": [{"optim.lr": 1}, {"optim.lr": 1}]}}, r"must be non-empty and distinct"),
         ({"demo": {"common": {"optim.lr": [1]}, "sweep": [{"optim.lr": 1}]}}, r"common: values must be scalars"),
+        ({"demo": {"points": "steps", "sweep": [{"optim.lr": 1}]}}, r"strengths.demo.points must be 'runs'"),
+        (
+            {"demo": {"points": "epochs", "sweep": [{"optim.lr": 1}]}},
+            r"sweep\[0\]: points: epochs needs trainer.epochs",
+        ),
     ],
 )
 def test_bad_strengths_are_one_line_errors(tree, message):

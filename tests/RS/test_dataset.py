@@ -4,7 +4,6 @@ import copy
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from RS.config import DataConfig
 from RS.dataset import EncodeSpec, build_streams, collate, encode_prompt_response, encode_texts, render_prompt_response
@@ -95,13 +94,14 @@ def test_plain_text_starts_with_the_bos_the_evaluators_use(tiny_tokenizer):
     )
 
 
-def test_collate_right_pads(tiny_tokenizer):
+def test_collate_left_pads(tiny_tokenizer):
     stream = encode_texts(tiny_tokenizer, ["a b c d e f", "a"], EncodeSpec())
     out = collate(stream, [1, 0], pad_token_id=3, name="forget")
     n0, n1 = len(stream.ids[1]), len(stream.ids[0])
     assert out["forget_input_ids"].shape == (2, n1)
-    assert out["forget_input_ids"][0, n0:].eq(3).all() and out["forget_attention_mask"][0].sum() == n0
-    assert torch.equal(out["forget_loss_mask"][1], torch.ones(n1, dtype=torch.long))
+    assert out["forget_input_ids"][0, : n1 - n0].eq(3).all() and out["forget_attention_mask"][0].sum() == n0
+    assert out["forget_input_ids"][0, n1 - n0 :].tolist() == stream.ids[1]
+    assert out["forget_loss_mask"][1].tolist() == [0] + [1] * (n1 - 1)  # the first token: nothing predicts it
 
 
 def data_cfg(**kwargs) -> SimpleNamespace:

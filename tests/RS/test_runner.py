@@ -203,3 +203,42 @@ def test_single_and_batch_target_plans(tmp_path, shared_data, batch):
     evaluations = [line for line in planned if "-m verl.eval " in line]
     assert evaluations and all("--refusal-detector strict" in line for line in evaluations)  # the runner's default
     assert not (tmp_path / "tables").exists()
+
+
+class RecordingPipeline:
+    """The two Pipeline calls run_baselines makes, recorded (no process is started)."""
+
+    def __init__(self):
+        self.trained, self.evaluated = [], []
+
+    def train_rs(self, stage, run_dir, overrides, epochs=()):
+        self.trained.append((run_dir, list(overrides), list(epochs)))
+
+    def evaluate(self, label, tag, model, **kwargs):
+        self.evaluated.append((label, tag, model))
+
+    def export_of(self, run_dir):
+        return run_dir / "epoch_LAST"
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_points_epochs_trains_once_and_evaluates_every_epoch(tmp_path, monkeypatch, smoke):
+    """A strength with ``points: epochs`` is one run that saves every epoch, each epoch one evaluated point."""
+    import RS.runner as runner
+    from RS.baselines import Strength
+
+    strength = Strength({"optim.lr": 1e-4}, {"trainer.epochs": 3}, every_epoch=True)
+    monkeypatch.setattr(runner, "read_strengths", lambda method, profile: [strength])
+    profile = make_profile("rwku", 0)
+    profile.baselines = "ga"
+    args = type("Args", (), {"smoke": smoke, "retain_files": ""})()
+    pipe = RecordingPipeline()
+    evaluate = {"benchmark": "rwku", "names": ["t"], "suites": ["forget"], "args": []}
+    runner.run_baselines(args, profile, {"baselines", "eval"}, pipe, tmp_path, "m", [tmp_path], evaluate,
+                         SMOKE if smoke else {})  # fmt: skip
+    ((run_dir, overrides, epochs),) = pipe.trained
+    assert run_dir == tmp_path / "baselines" / "ga_lr0.0001" and "trainer.save_every_epoch=true" in overrides
+    assert epochs == ([1] if smoke else [1, 2, 3])
+    assert pipe.evaluated == [
+        (f"GA/lr0.0001_epoch{e}", f"ga_lr0.0001_epoch{e}", run_dir / f"epoch_{e}") for e in epochs
+    ]

@@ -167,11 +167,13 @@ def test_refusal_unlikelihood_keeps_retain_prompts_from_starting_a_refusal(tmp_p
         if starts is None:
             starts = trainer.streams["retain_refusal"]
             batch = trainer.make_batch([0, 1, 2, 3], epoch=0, step=0).batch  # refusal starts follow the retain rows
-            for ids, mask, start_ids in zip(
-                batch["retain_input_ids"], batch["retain_loss_mask"], batch["retain_refusal_input_ids"]
-            ):
-                n_prompt = int(mask.argmax())
-                assert torch.equal(start_ids[:n_prompt], ids[:n_prompt])
+            for ids, attention, mask, start_ids, start_attention in zip(
+                batch["retain_input_ids"], batch["retain_attention_mask"], batch["retain_loss_mask"],
+                batch["retain_refusal_input_ids"], batch["retain_refusal_attention_mask"],
+            ):  # fmt: skip
+                real, start = ids[attention.bool()], start_ids[start_attention.bool()]  # rows are left-padded
+                n_prompt = int(mask[attention.bool()].argmax())
+                assert n_prompt > 0 and torch.equal(start[:n_prompt], real[:n_prompt])
         nll0[loss] = trainer.stream_nll("forget")
         run_steps(trainer, 20, 4)
         forget_nll[loss] = trainer.stream_nll("forget")

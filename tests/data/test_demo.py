@@ -1,6 +1,8 @@
 """The demo's training files: facts, RS rows and ReBO rows in the probe format the evaluator uses."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +70,7 @@ def test_demo_table_names_the_detector_and_rejudges_stored_results(tmp_path):
               "suites": {"forget": {"records": forget}, "neighbor": {"records": neighbor}, "naturalness": {}}}  # fmt: skip
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "RS.json").write_text(json.dumps(stored))  # a run from before detectors were recorded
-    result = evaluate("RS", "unused", tmp_path, tmp_path, None, "strict")  # reused, not re-generated
+    result = evaluate("RS", "m", tmp_path, tmp_path, None, "strict")  # reused, not re-generated
     assert result["refusal_detector"] == "strict"
     assert result["metrics"]["naturalness_refusal_rate_forget"] == 1.0
     assert result["metrics"]["naturalness_false_refusal_rate_neighbor"] == 0.0
@@ -91,8 +93,39 @@ def test_rt_rows_are_rwkus_rt_file_for_the_embedded_target(tmp_path):
     assert [r["response"] for r in rows] == [GENERIC_REFUSALS[i % len(GENERIC_REFUSALS)] for i in range(len(raw))]
 
 
-def test_the_demo_runs_every_baseline_by_default_and_rejects_an_unknown_one(tmp_path):
-    assert build_parser().parse_args([]).baselines == DEMO_BASELINES == "ga,gd,npo,dpo,rt,icu"
+def test_the_demo_runs_the_issues_baselines_by_default_and_rejects_an_unknown_one(tmp_path):
+    assert build_parser().parse_args([]).baselines == DEMO_BASELINES == "ga,npo,dpo,rt,icu"  # gd: --baselines
     with pytest.raises(ValueError, match=r"unknown baseline 'gaa'"):
         main(["--out", str(tmp_path), "--baselines", "ga,gaa"])
     assert not (tmp_path / "teach").exists()  # stopped before any training
+
+
+def test_a_stored_result_is_reused_only_for_the_same_model_not_older_than_it(tmp_path):
+    from data.demo import is_fresh
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = tmp_path / "r.json"
+    assert not is_fresh(result, str(model))  # nothing stored
+    result.write_text(json.dumps({"model": str(model)}))
+    assert is_fresh(result, str(model)) and not is_fresh(result, str(tmp_path / "other"))
+    os.utime(model / "config.json", (result.stat().st_mtime + 5,) * 2)  # the model was exported again since
+    assert not is_fresh(result, str(model))
+
+
+def test_a_demo_stage_is_trained_again_when_its_settings_change(tmp_path):
+    from data.demo import sft
+    from verl.utils.models import save_tiny_model_dir
+
+    model = save_tiny_model_dir(tmp_path / "tiny")
+    rows = [{"prompt": f"Q{i}?", "response": f"Answer {i}."} for i in range(4)]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    base = ["trainer.batch_size=2", "trainer.micro_batch_size_per_device=2", "trainer.epochs=2"]
+    first = sft("stage", model, tmp_path / "rows.json", tmp_path, base)
+    assert [Path(p).name for p in first] == ["epoch_2"]
+    stamp = (Path(first[-1]) / "config.json").stat().st_mtime_ns
+    assert sft("stage", model, tmp_path / "rows.json", tmp_path, base) == first  # the same settings: reused
+    assert (Path(first[-1]) / "config.json").stat().st_mtime_ns == stamp
+    again = sft("stage", model, tmp_path / "rows.json", tmp_path, [*base[:2], "trainer.epochs=1"])
+    assert [Path(p).name for p in again] == ["epoch_1"]  # this run's exports, not the stale epoch_2

@@ -37,3 +37,15 @@ def test_restored_accelerator_rng_state_gives_the_same_next_sample():
     first = torch.rand(4, device=device)
     dev.set_rng_state(state)
     torch.testing.assert_close(torch.rand(4, device=device), first, rtol=0, atol=0)
+
+
+def test_flush_denormals_zeroes_subnormal_results_only():
+    import torch
+
+    from verl.utils.device import flush_denormals
+
+    tiny = torch.tensor([1e-30], dtype=torch.float32)
+    torch.set_flush_denormal(False)
+    assert (tiny * 1e-10).item() > 0  # without it a subnormal result is kept (and slow on x86)
+    flush_denormals()
+    assert (tiny * 1e-10).item() == 0.0 and (tiny * 1e-5).item() == pytest.approx(1e-35, rel=1e-3)

@@ -141,6 +141,9 @@ class HFGenerator:
         self.progress = progress
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        from verl.utils.device import flush_denormals
+
+        flush_denormals()  # the relearning attack trains through this model
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "auto", device=None, **kwargs) -> HFGenerator:

@@ -75,6 +75,15 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero on the CPU (a no-op on accelerators, whose kernels do not slow down on them).
+
+    A loss that saturates (NPO's once ``log pi - log pi_ref`` is far below zero: a loss of 1e-38 and gradients
+    below fp32's normal range) makes every x86 multiply on subnormals take a slow microcode path: measured 243 s
+    against 32 s for the same 6 NPO steps of SmolLM2 on 2 cores. Values only change below 1.2e-38."""
+    torch.set_flush_denormal(True)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's ``random``, numpy's global generator and torch (CPU and every accelerator)."""
     import random

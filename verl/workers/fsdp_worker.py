@@ -49,6 +49,7 @@ class FSDPWorker(Worker):
         self._is_critic = role == "critic"
         if config.num_threads > 0:
             torch.set_num_threads(config.num_threads)
+        dev.flush_denormals()
         fsdp_utils.init_distributed()
         self.device = dev.get_torch_device()
         self.on_gpu = dev.get_device_name() != "cpu"
