@@ -64,6 +64,11 @@ class Strength:
         return ", ".join(f"{key.rsplit('.', 1)[-1]} {value}" for key, value in self.sweep.items())
 
     @property
+    def train_args(self) -> list[str]:
+        """The ``key=value`` arguments of this run: its overrides, and every epoch exported with ``points: epochs``."""
+        return [*as_overrides(self.overrides), f"trainer.save_every_epoch={str(self.every_epoch).lower()}"]
+
+    @property
     def epochs(self) -> list[int]:
         """The epochs whose exports are points: all of them with ``points: epochs``, else none (the last one)."""
         return list(range(1, int(self.overrides["trainer.epochs"]) + 1)) if self.every_epoch else []

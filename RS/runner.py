@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from RS.baselines import BASELINES, UNTRAINED, as_overrides, baseline_config, read_strengths
+from RS.baselines import BASELINES, UNTRAINED, baseline_config, read_strengths
 from RS.pipeline import Pipeline, StageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -301,9 +301,8 @@ def run_baselines(
                 overrides += [f"loss.name={method}", f"data.retain_files={args.retain_files}"]
                 if profile.name == "cpu":
                     overrides += ["model.dtype=fp32", "model.enable_gradient_checkpointing=false"]
-                overrides += as_overrides(strength.overrides) + smoke.get("baseline", [])
-                every_epoch = f"trainer.save_every_epoch={str(strength.every_epoch).lower()}"
-                pipe.train_rs(f"baseline {tag}", run_dir, [*overrides, every_epoch], point_epochs)
+                overrides += strength.train_args + smoke.get("baseline", [])
+                pipe.train_rs(f"baseline {tag}", run_dir, overrides, point_epochs)
             if "eval" in stages or (run_dir / "summary.json").is_file():
                 points = [(f"_epoch{e}", run_dir / f"epoch_{e}") for e in point_epochs]  # points: epochs
                 for suffix, export in points or [("", pipe.export_of(run_dir))]:

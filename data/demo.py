@@ -163,12 +163,15 @@ def rebo(model: str, train_file: Path, bench: Path, out: Path, args) -> tuple[st
     return str(run_dir / "final"), checkpoints
 
 
-def is_fresh(result_path: Path, model: str) -> bool:
-    """A stored result of ``model`` that is newer than the model's export (a retrained model is evaluated again)."""
-    if not result_path.is_file() or json.loads(result_path.read_text()).get("model") != model:
-        return False
+def load_fresh(result_path: Path, model: str) -> dict | None:
+    """The stored result of ``model`` when it is newer than the model's export, else None (a retrained model is
+    evaluated again)."""
+    if not result_path.is_file():
+        return None
+    result = json.loads(result_path.read_text())
     config = Path(model) / "config.json"
-    return not config.is_file() or result_path.stat().st_mtime >= config.stat().st_mtime
+    stale = config.is_file() and result_path.stat().st_mtime < config.stat().st_mtime
+    return result if result.get("model") == model and not stale else None
 
 
 def evaluate(
@@ -181,8 +184,8 @@ def evaluate(
     from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / f"{model_tag(name)}.json"
-    if is_fresh(path, model):
-        result = json.loads(path.read_text())
+    result = load_fresh(path, model)
+    if result is not None:
         if result_detector(result) != detector:
             result = {**result, "metrics": metrics_judged_by(result, detector), "refusal_detector": detector}
             write_json_atomic(path, result)
@@ -198,7 +201,7 @@ def evaluate(
 
 def baselines(methods: list[str], teach: str, target_dir: Path, bench: Path, out: Path, args) -> dict:
     """{method: [(row name, strength label, result), ...]} for every strength of the demo profile."""
-    from RS.baselines import BASELINES, UNTRAINED, as_overrides, baseline_config, read_strengths
+    from RS.baselines import BASELINES, UNTRAINED, baseline_config, read_strengths
 
     runs: dict[str, list] = {}
     for method in methods:
@@ -213,9 +216,7 @@ def baselines(methods: list[str], teach: str, target_dir: Path, bench: Path, out
             extra.append(f"data.retain_files={target_dir / 'rl_rejection_with_fb_neighbor_target.json'}")
         for strength in read_strengths(method, "demo"):
             stage = f"{method}_{strength.tag}"
-            every_epoch = f"trainer.save_every_epoch={str(strength.every_epoch).lower()}"
-            exports = sft(stage, teach, train_file, out, [*extra, *as_overrides(strength.overrides), every_epoch],
-                          str(config))  # fmt: skip
+            exports = sft(stage, teach, train_file, out, [*extra, *strength.train_args], str(config))
             labels = [f"{strength.label}, epoch {e}" for e in strength.epochs] or [strength.label]  # points: epochs
             for label, export in zip(labels, exports[-len(labels) :]):
                 name = f"{method.upper()} ({label})"
@@ -231,8 +232,8 @@ def attack(name: str, model: str, bench: Path, out: Path, config: dict, max_prob
     from verl.utils.fileio import write_json_atomic
 
     path = out / "eval" / "attacks" / f"{name}.json"
-    if is_fresh(path, model):
-        cached = json.loads(path.read_text())
+    cached = load_fresh(path, model)
+    if cached is not None:
         if cached["options"]["attack"] == config and cached["options"]["max_probes"] == max_probes:
             return cached
     generator = HFGenerator.from_pretrained(model, dtype="fp32", batch_size=32)

@@ -101,7 +101,10 @@ def test_the_demo_runs_the_issues_baselines_by_default_and_rejects_an_unknown_on
 
 
 def test_a_stored_result_is_reused_only_for_the_same_model_not_older_than_it(tmp_path):
-    from data.demo import is_fresh
+    from data.demo import load_fresh
+
+    def is_fresh(path, model):
+        return load_fresh(path, model) is not None
 
     model = tmp_path / "model"
     model.mkdir()
