@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # verl.utils.flops, when run as a script from anywhere
+from verl.utils.flops import measure_matmul_peak, phase_floor_seconds  # noqa: E402
+
 DEFAULT_DATA = "../shared/data/rwku/Target/1_Stephen_King/rl_rejection_with_fb_neighbor_target.json"
 PHASES = ("gen", "reward", "old_log_prob", "ref", "adv", "update_actor", "other")
 CHILD_ENV = {
@@ -254,6 +257,8 @@ def ours_phases(row: dict[str, float]) -> dict[str, float]:
     }
     phases["other"] = t["step"] - sum(phases.values())
     phases["step"] = t["step"]
+    if "perf/forward_flops" in row:
+        phases["forward_flops"] = row["perf/forward_flops"]
     return phases
 
 
@@ -281,6 +286,8 @@ def trl_child(args: argparse.Namespace) -> None:
     from verl.trainer.config import PPOConfig
     from verl.utils.config import load_config
     from verl.utils.dataset import PromptDataset, PromptDatasetSpec, PromptSampler, read_rows
+    from verl.utils.flops import flop_shape, forward_flops
+    from verl.utils.memory_plan_report import find_model_config
     from verl.workers.fsdp_utils import load_tokenizer, resolve_model_path
     from verl.workers.reward.functions import REWARD_FUNCTIONS
 
@@ -407,16 +414,29 @@ def trl_child(args: argparse.Namespace) -> None:
             return logps(model, *a, **kw)
         return timed("ref" if model is trainer.ref_model else "old_log_prob", logps)(model, *a, **kw)
 
+    generated: list[tuple[list[int], int]] = []  # per _generate call: (sequence lengths, response tokens)
+    generate = trainer._generate
+
+    def generate_and_count(prompts):
+        out = generate(prompts)
+        prompt_ids, completion_ids = out[0], out[1]
+        lens = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+        generated.append((lens, sum(len(c) for c in completion_ids)))
+        return out
+
     trainer._tokenize_prompts = tokenize_and_record
-    trainer._generate = timed("gen", trainer._generate)
+    trainer._generate = timed("gen", generate_and_count)
     trainer._calculate_rewards = timed("reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed("gen_and_score", trainer._generate_and_score_completions)
     trainer._get_per_token_logps_and_entropies = timed_logps
     trainer.train()
 
+    shape = flop_shape(find_model_config(actor.model.model_path))
     steps = []
-    for raw in timer.steps:
+    for index, raw in enumerate(timer.steps):
         phases = {k: raw.get(k, 0.0) for k in ("gen", "reward", "old_log_prob", "ref")}
+        if index < len(generated):  # one generation batch per optimizer step (gradient_accumulation_steps)
+            phases["forward_flops"] = forward_flops(shape, *generated[index])
         scored = raw.get("gen_and_score", 0.0)
         phases["adv"] = scored - sum(phases.values())  # decoding, advantages, bookkeeping
         phases["update_actor"] = raw["step"] - scored  # micro-batch forward/backward, clip, AdamW
@@ -452,35 +472,56 @@ def summarize(side: dict) -> dict:
     later = steps[1:] or steps
     return {
         "warmup": steps[0] if steps else {},
-        "mean": {k: mean([s.get(k, float("nan")) for s in later]) for k in (*PHASES, "step", "cpu_s")},
+        "mean": {
+            k: mean([s.get(k, float("nan")) for s in later]) for k in (*PHASES, "step", "cpu_s", "forward_flops")
+        },
         "steps_averaged": len(later),
         "response_length_mean": mean(side.get("response_length") or []),
     }
 
 
+FLOOR_PHASES = ("gen", "ref", "update_actor")
+"""Phases with a compute floor here: both sides skip the old-log-prob pass (one on-policy update per batch)."""
+
+
+def add_floors(side: dict, peak_flops: float) -> None:
+    """Each phase's compute floor (``verl/utils/flops.py``) from this side's own mean token counts."""
+    forward = side["summary"]["mean"].get("forward_flops", float("nan"))
+    side["summary"]["floor"] = phase_floor_seconds(forward, peak_flops, ran=FLOOR_PHASES)
+
+
 def markdown_report(result: dict) -> str:
     sides = {name: result[name] for name in ("ours", "trl") if name in result}
-    lines = [f"# ReBO step: ours vs TRL GRPOTrainer ({result['settings']['model']})", ""]
+    settings, machine = result["settings"], result["machine"]
+    lines = [f"# ReBO step: ours vs TRL GRPOTrainer ({settings['model']})", ""]
     lines.append(
-        f"{result['settings']['prompts']} prompts x {result['settings']['n']} completions, max "
-        f"{result['settings']['response_length']} new tokens, fp32, {result['settings']['threads']} torch threads, "
-        f"backend {result['settings']['backend']}; mean over steps 2..{result['settings']['steps']} "
-        f"(step 1 = warm-up). Load average before: {result['machine']['load_before']}."
+        f"{settings['prompts']} prompts x {settings['n']} completions, max "
+        f"{settings['response_length']} new tokens, fp32, {settings['threads']} torch threads, "
+        f"backend {settings['backend']}; mean over steps 2..{settings['steps']} "
+        f"(step 1 = warm-up). Load average before: {machine['load_before']}. "
+        f"Measured fp32 matmul peak: {machine['matmul_peak_gflops']:.0f} GFLOP/s; floor = FLOPs of the phase "
+        "(verl/utils/flops.py, each side's own token counts) / that peak."
     )
-    lines += ["", "| phase | " + " | ".join(f"{n} s | {n} share" for n in sides) + " |"]
-    lines.append("|---|" + "---|---|" * len(sides))
+    header = "".join(f"{n} s | {n} share | {n} floor s | {n}/floor | " for n in sides)
+    lines += ["", "| phase | " + header.rstrip(" |") + " |"]
+    lines.append("|---|" + "---|---|---|---|" * len(sides))
     for phase in (*PHASES, "step"):
         cells = []
         for side in sides.values():
-            mean_phases = side["summary"]["mean"]
+            mean_phases, floors = side["summary"]["mean"], side["summary"]["floor"]
             value = mean_phases.get(phase, float("nan"))
             share = value / mean_phases["step"] if mean_phases.get("step") else float("nan")
-            cells += [f"{value:.2f}", f"{100 * share:.0f}%"]
+            floor = floors.get(phase)
+            floor_cells = [f"{floor:.2f}", f"{ratio(value, floor):.2f}"] if floor else ["-", "-"]
+            cells += [f"{value:.2f}", f"{100 * share:.0f}%", *floor_cells]
         lines.append(f"| {phase} | " + " | ".join(cells) + " |")
     lines += ["", "| | " + " | ".join(sides) + (" | ours/TRL |" if len(sides) == 2 else " |")]
     lines.append("|---|" + "---|" * (len(sides) + (len(sides) == 2)))
     rows = [
         ("mean step s (excl. warm-up)", lambda s: s["summary"]["mean"].get("step"), "ratio_step_time"),
+        ("compute floor s (step)", lambda s: s["summary"]["floor"]["step"], None),
+        ("step / floor", lambda s: ratio(s["summary"]["mean"].get("step"), s["summary"]["floor"]["step"]), None),
+        ("forward TFLOP per step", lambda s: s["summary"]["mean"].get("forward_flops", float("nan")) / 1e12, None),
         ("warm-up step s", lambda s: s["summary"]["warmup"].get("step"), None),
         ("mean step CPU s (process tree, excl. warm-up)", lambda s: s["summary"]["mean"].get("cpu_s"), "ratio_cpu"),
         (
@@ -519,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     env = child_env()
     settings = {k: v for k, v in vars(args).items() if k not in ("trl_child", "result")}
     result: dict = {"settings": settings, "machine": machine_info(), "run_dir": str(run_dir)}
+    peak = measure_matmul_peak(args.threads)  # before the sides start: the machine as they find it
+    result["machine"]["matmul_peak_gflops"] = peak / 1e9
     if not args.skip_ours:
         result["ours"] = run_ours(args, run_dir, env)
     if not args.skip_trl:
@@ -526,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("ours", "trl"):
         if name in result:
             result[name]["summary"] = summarize(result[name])
+            add_floors(result[name], peak)
     if "ours" in result and "trl" in result:
         ours, trl = result["ours"], result["trl"]
         result["ratios"] = {

@@ -23,6 +23,8 @@ from verl.trainer.config import PPOConfig
 from verl.utils.config import to_dict
 from verl.utils.dataset import PromptDataset, PromptSampler
 from verl.utils.fileio import write_json_atomic
+from verl.utils.flops import flop_shape, forward_flops
+from verl.utils.memory_plan_report import find_model_config
 from verl.utils.seqlen_balancing import dp_balance_order
 from verl.utils.torch_functional import masked_mean
 from verl.utils.tracking import Tracker, reduce_metrics
@@ -44,6 +46,16 @@ def worker_death(error: BaseException):
     """
     backend = sys.modules.get("verl.single_controller.ray")
     return error if backend is not None and isinstance(error, backend.WorkerDiedError) else None
+
+
+def model_flop_shape(model_path: str):
+    """The actor's :class:`FlopShape` for the ``perf/forward_flops`` metric, or None when its config.json
+    cannot be read offline (a hub id not in the cache): the metric is then left out."""
+    try:
+        return flop_shape(find_model_config(model_path))
+    except (OSError, ValueError) as error:
+        print(f"note: no perf/forward_flops metric ({error})", file=sys.stderr)
+        return None
 
 
 def merge_rank_metrics(per_rank: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -89,6 +101,7 @@ class RayPPOTrainer:
             )
         self.global_step = 0
         self._executor = ThreadPoolExecutor(max_workers=1)
+        self._flop_shape = model_flop_shape(config.worker.actor.model.model_path)
 
     # ------------------------------------------------------------------ schedule
     def total_steps(self) -> int:
@@ -201,8 +214,11 @@ class RayPPOTrainer:
     def _data_metrics(self, batch: DataProto, timings: dict[str, float]) -> dict[str, float]:
         mask = batch.batch["response_mask"].float()
         lengths = mask.sum(-1)
-        tokens = float(batch.batch["attention_mask"].sum())
+        seq_lens = batch.batch["attention_mask"].sum(-1)
+        tokens = float(seq_lens.sum())
         out = {f"timing/{k}": v for k, v in timings.items()}
+        if self._flop_shape is not None:  # one forward over the step's batch (verl/utils/flops.py)
+            out["perf/forward_flops"] = forward_flops(self._flop_shape, seq_lens.tolist(), int(mask.sum()))
         out.update(
             {
                 "response_length/mean": lengths.mean().item(),
