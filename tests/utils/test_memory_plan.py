@@ -113,10 +113,12 @@ def test_knobs_change_the_phases_they_should(llama3):
     assert lora.phase("update").parts["optimizer"] == 8 * llama3.lora_params(8) // 4
     no_ckpt = estimate(llama3, dataclasses.replace(base, gradient_checkpointing=False))
     assert no_ckpt.phase("update").parts["activations"] > 10 * plan.phase("update").parts["activations"]
-    hf = estimate(llama3, dataclasses.replace(base, rollout="hf", rollout_rows=64))
-    assert all(p.parts["rollout engine"] >= 2 * P for p in hf.phases)  # a full bf16 copy in every phase
-    small = estimate(llama3, dataclasses.replace(base, update=Pass(1, 128, 65))).phase("update").parts
-    assert small["optimizer step"] == 4 * P // 4 - small["activations"] - small["logits"] > 0
+    copy = estimate(llama3, dataclasses.replace(base, rollout="hf", rollout_rows=64, hf_weights="copy"))
+    assert all(p.parts["rollout engine"] >= 2 * P for p in copy.phases)  # a full bf16 copy in every phase
+    shared = estimate(llama3, dataclasses.replace(base, rollout="hf", rollout_rows=64))  # the actor generates
+    assert shared.phase("rollout").parts["gathered"] == 2 * P and "sync buffer" not in shared.phase("rollout").parts
+    assert all(p.parts["rollout engine"] < 2 * P for p in shared.phases)  # only the rollout's KV cache
+    assert shared.phase("update").total == copy.phase("update").total - 2 * P
     offloaded = estimate(llama3, dataclasses.replace(base, fsdp_cpu_offload=True))
     assert offloaded.phase("update").parts["parameters"] == offloaded.phase("update").parts["optimizer"] == 0
 

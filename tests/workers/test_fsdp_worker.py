@@ -208,12 +208,17 @@ def test_dynamic_batching_gives_the_same_log_probs_and_update(tiny_model):
         assert torch.allclose(value, sd_dynamic[key], atol=1e-5), key
 
 
-def test_rollout_log_probs_agree_with_actor_and_follow_weight_sync(tiny_model):
-    """HF rollout: sampled tokens' log-probs == the FSDP actor's recomputed ones, before and after an update."""
+@pytest.mark.parametrize("hf_weights", ["shared", "copy"])
+def test_rollout_log_probs_agree_with_actor_and_follow_weight_sync(tiny_model, hf_weights):
+    """HF rollout: sampled tokens' log-probs == the FSDP actor's recomputed ones, before and after an update;
+    a shared rollout is the actor's module (never synced) and leaves it sharded after generating."""
+    from torch.distributed.tensor import DTensor
+
     from verl.single_controller import ClassWithInitArgs, InProcessWorkerGroup
     from verl.workers.fsdp_worker import FSDPWorker
 
     cfg = worker_config(tiny_model)
+    cfg.rollout.hf_weights = hf_weights
     group = InProcessWorkerGroup(ClassWithInitArgs(FSDPWorker, cfg, "actor_rollout"))
     group.init_model()
     tokenizer = group.workers[0].tokenizer
@@ -233,3 +238,7 @@ def test_rollout_log_probs_agree_with_actor_and_follow_weight_sync(tiny_model):
         assert torch.allclose(out.batch["rollout_log_probs"][mask], recomputed[mask], atol=1e-4)
         out.batch["advantages"] = torch.randn(len(out), 1).expand_as(recomputed).contiguous()
         group.update_actor(out)  # the next rollout must sample from the updated weights
+    worker = group.workers[0]
+    assert (worker.rollout.model is worker.actor_module) == (hf_weights == "shared")
+    assert worker.weight_sync_stats()["syncs"] == (0 if hf_weights == "shared" else 2)
+    assert all(isinstance(p, DTensor) for p in worker.actor_module.parameters())  # resharded after generating

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.workers.test_fsdp_worker import fixed_batch, worker_config
+from tests.workers.test_fsdp_worker import fixed_batch
+from tests.workers.test_fsdp_worker import worker_config as shared_worker_config
 from verl.protocol import DataProto
 
 SYNC_BOUND = 2  # peak alive bytes during a sync <= SYNC_BOUND x the largest tensor's bytes
@@ -22,6 +23,13 @@ def tiny_model(tmp_path_factory):
     from verl.utils.models import save_tiny_model_dir
 
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def worker_config(model_dir: str):
+    """The streaming sync only runs for a rollout with weights of its own (``rollout.hf_weights=copy``)."""
+    cfg = shared_worker_config(model_dir)
+    cfg.rollout.hf_weights = "copy"
+    return cfg
 
 
 def prompts(tokenizer, **meta) -> DataProto:

@@ -130,6 +130,7 @@ def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
         offload_optimizer=actor.offload.offload_optimizer,
         reference=not config.algorithm.disable_kl,
         rollout=rollout.name,
+        hf_weights=rollout.hf_weights,
         rollout_rows=min(rollout.micro_batch_size, data.rollout_batch_size * rollout.n // config.world_size()),
         prompt_len=data.max_prompt_length,
         response_len=data.max_response_length,

@@ -75,6 +75,13 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def fused_adamw() -> bool:
+    """Whether AdamW runs torch's fused kernel here (CPU and CUDA have one): one in-place pass over each
+    parameter, where foreach AdamW makes several and a temporary of the parameters' size (SmolLM2 on 2 CPU
+    cores: 0.08 s a step against 0.41 s)."""
+    return get_device_name() in ("cpu", "cuda")
+
+
 def flush_denormals() -> None:
     """Treat subnormal floats as zero on the CPU (a no-op on accelerators, whose kernels do not slow down on them).
 

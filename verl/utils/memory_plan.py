@@ -17,18 +17,19 @@ What the engine holds (``verl/workers/fsdp_worker.py``, ``fsdp_utils.py``) and h
   + prefetch); with ``reshard_after_forward=false`` every layer stays gathered.
 * **gradients** - fp32 like the sharded parameter: ``4 P_t / W`` (update only; freed by ``zero_grad``).
 * **optimizer** - AdamW ``m`` + ``v`` in fp32: ``8 P_t / W``; off the GPU with ``offload_optimizer``
-  outside the update, or with ``fsdp.cpu_offload`` always. **optimizer step**: torch's foreach AdamW
-  allocates a temporary of the sharded parameters' size (``4 P_t / W``) after the activations are
-  freed; counted as what it needs beyond the backward's activations + logits (so the update's total is
-  the larger of the two moments).
+  outside the update, or with ``fsdp.cpu_offload`` always. The step is torch's fused AdamW, which updates
+  each tensor in place (foreach AdamW would allocate a temporary of the sharded parameters' size).
 * **reference** - a frozen copy sharded in the model dtype (bf16 on GPU): ``2 P / W``; none with LoRA
   (the disabled adapter is the reference) or without KL. RS frees it after the log-prob pass.
+* **rollout weights** (HF) - with ``rollout.hf_weights=shared`` (default) the actor generates itself, every
+  unit gathered for the whole rollout: ``P`` x compute bytes in the rollout phase only, and no sync; with
+  ``copy`` a full copy ``frozen_bytes P`` is held in every phase (below) and synced:
 * **sync buffer** (rollout) - ASSUMES the streaming weight sync: one full tensor at a time is gathered
   in the master dtype and copied into the rollout dtype, so the extra memory is at most
   ``largest_param x (4 + 2)`` bytes (3x the largest parameter in bf16).
 * **rollout engine** - vLLM takes ``gpu_memory_utilization x card`` while it generates (its weights,
   KV cache and activations) and ~0 while asleep (``free_cache_engine``: sleep level 1); the HF rollout
-  keeps a full copy ``2 P`` in every phase plus its KV cache ``2 L kv_dim 2 B_r (prompt + response)``.
+  (``copy``) keeps a full copy ``2 P`` in every phase plus its KV cache ``2 L kv_dim 2 B_r (prompt + response)``.
 * **activations** (``c`` = compute-dtype bytes, ``h`` hidden, ``I`` intermediate, ``kv`` = KV heads x
   head dim, tokens = rows x sequence length). Per token per layer a Llama-style block saves about
   ``a = 12 h + 3 kv + 4 I`` elements for backward (two RMSNorms ~4h each with their fp32 upcast, q/k
@@ -124,6 +125,8 @@ class TrainingSetup:
     """The reference stays on the GPU during the update (RS frees it after its log-prob pass)."""
     rollout: str = "none"
     """none, hf or vllm."""
+    hf_weights: str = "shared"
+    """HF rollout: shared (the actor's module, gathered while it generates) or copy (a full copy, always held)."""
     rollout_rows: int = 0
     prompt_len: int = 0
     response_len: int = 0
@@ -223,18 +226,23 @@ def estimate(shape: ModelShape, setup: TrainingSetup) -> MemoryPlan:
     gathered = (shape.root_params + layers_gathered * shape.layer_params) * setup.compute_bytes
     ref = setup.frozen_bytes * shape.num_params // w if (setup.reference and not lora) else 0
     rollout_idle = 0
-    if setup.rollout == "hf":
+    shared = setup.rollout == "hf" and setup.hf_weights == "shared"
+    if setup.rollout == "hf" and not shared:
         rollout_idle = setup.frozen_bytes * shape.num_params
     elif setup.rollout == "vllm" and not setup.free_cache_engine:
         rollout_idle = int(setup.gpu_memory_utilization * setup.gpu_bytes)
     phases = []
     if setup.rollout != "none":
         parts = {"parameters": params, "optimizer": optim_idle, "reference": ref}
-        parts["sync buffer"] = shape.largest_param * SYNC_COPIES
+        if shared:  # the actor itself generates, every unit gathered for the whole rollout
+            parts["gathered"] = shape.num_params * setup.compute_bytes
+        else:
+            parts["sync buffer"] = shape.largest_param * SYNC_COPIES
+        kv_bytes = setup.compute_bytes if shared else setup.frozen_bytes
         if setup.rollout == "vllm":
             parts["rollout engine"] = int(setup.gpu_memory_utilization * setup.gpu_bytes)
         else:
-            kv = 2 * shape.layers * shape.kv_dim * setup.frozen_bytes * setup.rollout_rows
+            kv = 2 * shape.layers * shape.kv_dim * kv_bytes * setup.rollout_rows
             kv *= setup.prompt_len + setup.response_len
             prefill = Pass(setup.rollout_rows, setup.prompt_len, 1)
             parts["rollout engine"] = rollout_idle + kv
@@ -252,7 +260,6 @@ def estimate(shape: ModelShape, setup: TrainingSetup) -> MemoryPlan:
     parts["rollout engine"] = rollout_idle
     parts["activations"] = activation_bytes(shape, setup, setup.update, grad=True)
     parts["logits"] = logits_bytes(shape, setup, setup.update, grad=True)
-    parts["optimizer step"] = max(0, grads - parts["activations"] - parts["logits"])
     phases.append(PhaseEstimate("update", parts))
     for phase in phases:
         phase.parts["runtime"] = RUNTIME_BYTES

@@ -19,7 +19,7 @@ from typing import Optional
 from verl.utils.memory_plan import GIB, MemoryPlan, ModelShape, TrainingSetup, estimate, suggestions
 
 PARTS = ("parameters", "gathered", "gradients", "optimizer", "reference", "sync buffer", "rollout engine")
-PARTS += ("activations", "logits", "optimizer step", "runtime")
+PARTS += ("activations", "logits", "runtime")
 
 
 @dataclass(frozen=True)

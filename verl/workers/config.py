@@ -219,6 +219,11 @@ class RolloutConfig:
     """Stop strings (generation ends at the first one; it is kept in the text)."""
     micro_batch_size: int = 64
     """Prompts x samples generated in one HF generate call per worker."""
+    hf_weights: str = "shared"
+    """HF rollout next to the actor: shared (it generates with the actor's own FSDP module, gathered once for
+    the whole rollout: no second copy of the model, no weight sync) or copy (a separate full copy in
+    ``model.dtype``, streamed from the actor after each update: a bf16 copy on GPU when the actor trains in
+    fp32 without mixed precision). A rollout-only worker (no actor) always holds its own copy."""
     seed: Optional[int] = None
     """Sampling seed (offset by rank); None = trainer.seed."""
     val_override_config: dict = field(default_factory=lambda: {"temperature": 0.0, "n": 1})
@@ -238,6 +243,7 @@ class RolloutConfig:
 
     def post_init(self) -> None:
         check_choice(self.name, ["hf", "vllm"], "worker.rollout.name")
+        check_choice(self.hf_weights, ["shared", "copy"], "worker.rollout.hf_weights")
         if self.n < 1:
             raise ConfigError(f"worker.rollout.n must be >= 1, got {self.n}")
 

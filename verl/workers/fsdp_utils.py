@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -132,6 +133,30 @@ def fsdp_shard(model: nn.Module, fsdp: FSDPConfig, mixed_precision: bool) -> nn.
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+@contextmanager
+def gathered(model: nn.Module, fsdp: FSDPConfig):
+    """Keep every FSDP2 unit of ``model`` gathered across many forward calls (a sampling loop calls forward
+    once per token), then reshard: each unit is all-gathered once instead of once per call.
+
+    Afterwards the reshard-after-forward settings are those ``fsdp_shard`` gave (the root keeps its
+    parameters after forward, as FSDP2 sets it). Collective when sharded: every rank must enter.
+    Extra memory while inside: one full copy of the model in the compute dtype."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        model.set_reshard_after_forward(fsdp.enable_full_shard and fsdp.reshard_after_forward)
+        model.set_reshard_after_forward(False, recurse=False)
+        for unit in model.modules():
+            if isinstance(unit, FSDPModule):
+                unit.reshard()
 
 
 def local_numel(model: nn.Module) -> tuple[int, int]:

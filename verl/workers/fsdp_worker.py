@@ -66,7 +66,11 @@ class FSDPWorker(Worker):
     def _build_optimizer(self, module, optim_cfg):
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), weight_decay=optim_cfg.weight_decay
+            params,
+            lr=optim_cfg.lr,
+            betas=tuple(optim_cfg.betas),
+            weight_decay=optim_cfg.weight_decay,
+            fused=dev.fused_adamw(),
         )
         total = max(optim_cfg.training_steps, 1)
         warmup = resolve_warmup_steps(optim_cfg.lr_warmup_steps, optim_cfg.lr_warmup_ratio, total)
@@ -129,11 +133,18 @@ class FSDPWorker(Worker):
             return
         from verl.workers.rollout.hf_rollout import HFRollout
 
+        if self._shares_actor_weights():
+            self.rollout = HFRollout(self.actor_module, self.tokenizer, cfg.rollout, self.rank)
+            return
         dtype = dev.default_dtype(cfg.actor.model.dtype)
         model = fsdp_utils.load_causal_lm(cfg.actor.model.model_path, cfg.actor.model, dtype)
         model.config.use_cache = True
         model.requires_grad_(False)
         self.rollout = HFRollout(model.to(self.device), self.tokenizer, cfg.rollout, self.rank)
+
+    def _shares_actor_weights(self) -> bool:
+        """The HF rollout generates with the actor's own module (``worker.rollout.hf_weights=shared``)."""
+        return self._is_actor and self.config.rollout.name == "hf" and self.config.rollout.hf_weights == "shared"
 
     # ------------------------------------------------------------------ offload (GPU; no-op on CPU)
     @contextmanager
@@ -181,6 +192,9 @@ class FSDPWorker(Worker):
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         if self.rollout is None:
             raise RuntimeError(f"worker role {self.role!r} has no rollout")
+        if self._shares_actor_weights():  # the actor's weights are the rollout's: nothing to sync
+            with self._actor_on_device(), fsdp_utils.gathered(self.actor_module, self.config.actor.fsdp):
+                return self.rollout.generate_sequences(prompts)
         if self._is_actor and self.rollout_version != self.weights_version:
             self._sync_rollout()
         self.rollout.wake_up()

@@ -1,8 +1,10 @@
-"""HF rollout: a full (unsharded) copy of the policy that generates with a KV-cached sampling loop.
+"""HF rollout: generation with a KV-cached sampling loop over an HF causal LM.
 
-When the actor's weights changed, the worker streams them in (``load_weights``, see
-``workers/weight_sync.py``): each full tensor is copied into this model's own parameter in place, so a
-sync allocates no second copy of the model.
+Next to the actor (``worker.rollout.hf_weights=shared``, the default) the model *is* the actor's FSDP module,
+which the worker keeps gathered for the whole rollout: no second copy, nothing to sync. Otherwise it is a
+full copy of its own; when the actor's weights changed the worker streams them in (``load_weights``, see
+``workers/weight_sync.py``): each full tensor is copied into this model's own parameter in place, so a sync
+allocates no second copy of the model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from verl.protocol import DataProto
+from verl.utils.device import get_torch_device
 from verl.workers.config import RolloutConfig
 from verl.workers.rollout.base import BaseRollout, assemble_output, sampling_from_meta
 from verl.workers.rollout.sampling import sample
@@ -25,7 +28,8 @@ class HFRollout(BaseRollout):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
-        self.generator = torch.Generator(device=next(model.parameters()).device)
+        self.device = get_torch_device()
+        self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1000 * rank)
 
     @property
@@ -57,9 +61,10 @@ class HFRollout(BaseRollout):
 
         ``prompts.meta_info`` may override sampling: temperature, top_p, top_k, n, stop, max_new_tokens.
         """
+        self.model.eval()  # a shared actor module comes back from its update in train mode
         gen_cfg = getattr(self.model, "generation_config", None)
         spec, n = sampling_from_meta(prompts.meta_info, self.config, self.tokenizer, gen_cfg)
-        device = next(self.model.parameters()).device
+        device = self.device
         repeated = prompts.repeat(n, interleave=True)
         ids = repeated.batch["input_ids"].to(device)
         mask = repeated.batch["attention_mask"].to(device)

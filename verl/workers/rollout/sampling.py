@@ -101,7 +101,8 @@ def sample(
     attn = attention_mask.long()
     positions = position_ids_from_mask(attn)
     step_ids = input_ids
-    params = inspect.signature(model.forward).parameters
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs through
+    params = inspect.signature(base.forward).parameters
     cache_key = "cache" if "cache" in params else "past_key_values"
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: only the last position
     for t in range(spec.max_new_tokens):
