@@ -35,6 +35,11 @@ class SampleOutput:
     """(bs, max_new_tokens) log-prob of each generated token at temperature T (0 where masked)."""
 
 
+COMPACT_AT = 0.75
+"""Finished rows leave the batch (and the KV cache) once at most this share of it is still generating: each
+step's cost grows with the rows in it, and re-indexing the cache costs about one step's cache append."""
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(bs, seq_len) 0/1 mask -> positions counting only real tokens (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -96,6 +101,7 @@ def sample(
     mask = torch.zeros((bs, spec.max_new_tokens), dtype=torch.long, device=device)
     log_probs = torch.zeros((bs, spec.max_new_tokens), dtype=torch.float32, device=device)
     finished = torch.zeros(bs, dtype=torch.bool, device=device)
+    live = torch.arange(bs, device=device)  # the original row of each row still in the batch
 
     cache = DynamicCache()
     attn = attention_mask.long()
@@ -124,19 +130,25 @@ def sample(
             scaled = logits
             token = logits.argmax(-1)
         token_logp = scaled.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
-        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-        active = ~finished
-        responses[:, t] = token
-        mask[:, t] = active.long()
-        log_probs[:, t] = torch.where(active, token_logp, torch.zeros_like(token_logp))
-        finished |= active & torch.isin(token, eos)
+        # every row still in the batch is active: a finished row is dropped below, or masked until then
+        active = ~finished[live]
+        token = torch.where(active, token, torch.full_like(token, pad_token_id))
+        responses[live, t] = token
+        mask[live, t] = active.long()
+        log_probs[live, t] = torch.where(active, token_logp, torch.zeros_like(token_logp))
+        finished[live] = finished[live] | (active & torch.isin(token, eos))
         if spec.stop:
-            for i in torch.nonzero(active & ~finished).flatten().tolist():
+            for i in live[active & ~finished[live]].tolist():
                 if _hit_stop(tokenizer, responses[i, : t + 1], spec.stop):
                     finished[i] = True
         if bool(finished.all()):
             break
+        keep = ~finished[live]
+        if int(keep.sum()) <= COMPACT_AT * len(live):  # drop the finished rows: later steps cost less
+            rows = keep.nonzero().squeeze(-1)
+            cache.reorder_cache(rows)
+            live, token, attn, positions = live[rows], token[rows], attn[rows], positions[rows]
         step_ids = token[:, None]
-        attn = torch.cat([attn, torch.ones((bs, 1), dtype=attn.dtype, device=device)], dim=1)
+        attn = torch.cat([attn, torch.ones((len(live), 1), dtype=attn.dtype, device=device)], dim=1)
         positions = positions[:, -1:] + 1
     return SampleOutput(responses=responses, response_mask=mask, log_probs=log_probs)
