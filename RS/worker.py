@@ -28,7 +28,7 @@ from verl.single_controller.base import Dispatch, register
 from verl.utils import device as dev
 from verl.utils.torch_functional import logprobs_from_logits
 from verl.workers import fsdp_utils
-from verl.workers.actor.dp_actor import DataParallelActor, clip_and_step, global_sum
+from verl.workers.actor.dp_actor import DataParallelActor, clip_and_step, global_sum, predicting_positions
 from verl.workers.config import WorkerConfig
 from verl.workers.fsdp_worker import FSDPWorker
 from verl.workers.rollout.sampling import position_ids_from_mask
@@ -54,8 +54,8 @@ def sequence_logps(module: torch.nn.Module, batch: dict[str, torch.Tensor], stre
         attention_mask=attention,
         position_ids=position_ids_from_mask(attention),
         use_cache=False,
-        logits_to_keep=kept + 1,
-    ).logits[:, -kept - 1 : -1]
+        logits_to_keep=predicting_positions(ids.shape[1], kept, ids.device),
+    ).logits
     token_logps = logprobs_from_logits(logits, ids[:, first + 1 :])
     mask = targets[:, first:].to(token_logps.dtype)
     return (token_logps * mask).sum(-1), mask.sum(-1)

@@ -47,4 +47,4 @@ def test_sequence_logps_keeps_only_the_response_columns(tiny_model_dir, tiny_tok
     with torch.no_grad():
         sequence_logps(model, collate(stream, [0, 1], tiny_tokenizer.pad_token_id, "forget"), "forget")
     hook.remove()
-    assert seen == [4]  # 3 scored columns + the one logits_to_keep drops
+    assert seen == [3]  # exactly the 3 columns that predict loss tokens

@@ -65,7 +65,7 @@ def test_lora_count_matches_peft_on_a_tiny_llama(tmp_path):
 def test_rebo_llama3_on_4x80_matches_hand_computation(llama3):
     setup = rebo_llama3_setup()
     plan = estimate(llama3, setup)
-    w, mb_update, mb_exp, seq, pos = 4, 8, 16, 512 + 1024, 1024 + 1
+    w, mb_update, mb_exp, seq, pos = 4, 8, 16, 512 + 1024, 1024  # logits at the response positions
     per_token_layer = 12 * H + 3 * KV + 4 * INTER  # elements saved per token per layer (module docstring)
     gathered = (ROOT + 2 * LAYER) * 2  # bf16 root unit + 2 decoder layers
     expected = {
@@ -208,7 +208,7 @@ def test_flags_and_one_line_errors(tmp_path):
 
 def test_micro_batch_pass_fields_are_what_plan_setup_reads():
     setup = rebo_llama3_setup()
-    assert setup.update == Pass(8, 1536, 1025) and setup.experience == Pass(16, 1536, 1025)
+    assert setup.update == Pass(8, 1536, 1024) and setup.experience == Pass(16, 1536, 1024)
     assert (setup.rollout, setup.gpu_memory_utilization, setup.n_gpus) == ("vllm", 0.6, 4)
 
 

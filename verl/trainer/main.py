@@ -113,7 +113,7 @@ def plan_setup(config: PPOConfig, gpu_bytes: float) -> TrainingSetup:
     worker, data = config.worker, config.data
     actor, rollout = worker.actor, worker.rollout
     seq = data.max_prompt_length + data.max_response_length
-    positions = data.max_response_length + 1  # logits_to_keep in dp_actor.response_logits
+    positions = data.max_response_length  # logits_to_keep in dp_actor.response_logits
 
     def micro(rows: int) -> Pass:
         if actor.use_dynamic_bsz:  # a token budget: rows of the longest length that fit it

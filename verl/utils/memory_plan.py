@@ -36,7 +36,7 @@ What the engine holds (``verl/workers/fsdp_worker.py``, ``fsdp_utils.py``) and h
   before RoPE, q/k/v/out for SDPA, o_proj's input, SiLU/gate/up/down inputs 4I); eager attention adds
   ``2 heads seq``. Update: without gradient checkpointing ``tokens L a c``; with it ``tokens L h c``
   (the layer inputs) + ``tokens a c`` (one layer recomputed). No-grad passes: ``tokens a c``.
-* **logits** - ``N = rows x positions x V`` (positions: the response + 1 for PPO's ``logits_to_keep``,
+* **logits** - ``N = rows x positions x V`` (positions: the response for PPO's ``logits_to_keep``,
   the whole sequence for RS). The lm_head output (``c`` bytes) plus the copy kept for the chunked
   log-softmax (``k`` bytes: 4, as the actor upcasts to fp32; ``c`` in RS): ``N (c + k)`` without grad;
   the update adds its gradient: ``N (c + 2k)`` (RS: ``k`` more per extra stream kept for backward).

@@ -25,40 +25,55 @@ def _rows_per_chunk(vocab_size: int, chunk_rows: Optional[int]) -> int:
 
 
 class _LogProbsFromLogits(torch.autograd.Function):
-    """log_softmax(logits / T)[label] row by row; saves only the logits and the per-row logsumexp.
+    """log_softmax(logits / T)[label] row by row (and, on request, the entropy as a detached by-product);
+    saves only the logits and the per-row logsumexp.
 
     A plain ``(logits.float() / T).log_softmax(-1)`` keeps full (rows, V) fp32 copies alive; here each
-    chunk is upcast, scaled, used and dropped, in the forward and again in the backward pass.
+    chunk is upcast, scaled, used and dropped, in the forward and again in the backward pass, which writes
+    the gradient in place when the logits are already fp32.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int, temperature: float) -> torch.Tensor:
+    def forward(ctx, logits, labels, chunk_rows: int, temperature: float, with_entropy: bool):
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         log_probs = torch.empty(labels.shape, dtype=compute_dtype, device=logits.device)
         logsumexp = torch.empty_like(log_probs)
+        entropy = torch.empty_like(log_probs) if with_entropy else None
         for start in range(0, logits.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
             chunk = _scaled_chunk(logits[rows], compute_dtype, temperature)
             logsumexp[rows] = torch.logsumexp(chunk, dim=-1)
             log_probs[rows] = chunk.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - logsumexp[rows]
+            if with_entropy:  # H = logsumexp(y) - sum_v p_v y_v; a -inf logit gives 0 * -inf = nan: skipped
+                weighted = torch.sub(chunk, logsumexp[rows].unsqueeze(-1)).exp_().mul_(chunk)
+                entropy[rows] = logsumexp[rows] - weighted.nansum(-1)
         ctx.save_for_backward(logits, labels, logsumexp)
         ctx.chunk_rows, ctx.temperature = chunk_rows, temperature
+        if with_entropy:
+            ctx.mark_non_differentiable(entropy)
+            return log_probs, entropy
         return log_probs
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
+    def backward(ctx, grad_output: torch.Tensor, *_):
         logits, labels, logsumexp = ctx.saved_tensors
+        temperature = ctx.temperature
         grad_logits = torch.empty_like(logits)
+        in_place = logits.dtype == logsumexp.dtype
         for start in range(0, logits.size(0), ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
-            chunk = _scaled_chunk(logits[rows], logsumexp.dtype, ctx.temperature)
-            probs = torch.exp(chunk - logsumexp[rows].unsqueeze(-1))
-            grad_rows = grad_output[rows].to(logsumexp.dtype).unsqueeze(-1) / ctx.temperature
-            chunk_grad = -probs * grad_rows  # d(-logsumexp)/d logits = -softmax / T
-            chunk_grad.scatter_add_(-1, labels[rows].unsqueeze(-1), grad_rows)  # + one-hot(label) / T
-            grad_logits[rows] = chunk_grad.to(logits.dtype)
-        return grad_logits, None, None, None
+            grad_rows = grad_output[rows].to(logsumexp.dtype).unsqueeze(-1) / temperature
+            # softmax(y / T) = exp((y - T lse) / T), written straight into the gradient's rows when no upcast
+            out = grad_logits[rows] if in_place else torch.empty_like(logits[rows], dtype=logsumexp.dtype)
+            torch.sub(logits[rows].to(logsumexp.dtype), logsumexp[rows].unsqueeze(-1) * temperature, out=out)
+            if temperature != 1.0:
+                out.div_(temperature)
+            out.exp_().mul_(-grad_rows)  # d(-logsumexp)/d logits = -softmax / T
+            out.scatter_add_(-1, labels[rows].unsqueeze(-1), grad_rows)  # + one-hot(label) / T
+            if not in_place:
+                grad_logits[rows] = out.to(logits.dtype)
+        return grad_logits, None, None, None, None
 
 
 def _scaled_chunk(chunk: torch.Tensor, dtype: torch.dtype, temperature: float) -> torch.Tensor:
@@ -95,8 +110,27 @@ def logprobs_from_logits(
     flat_logits = logits.reshape(-1, vocab_size)
     flat_labels = labels.reshape(-1).long()
     rows = _rows_per_chunk(vocab_size, chunk_rows)
-    log_probs = _LogProbsFromLogits.apply(flat_logits, flat_labels, rows, _check_temperature(temperature))
+    log_probs = _LogProbsFromLogits.apply(flat_logits, flat_labels, rows, _check_temperature(temperature), False)
     return log_probs.view(labels.shape)
+
+
+def logprobs_and_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_rows: Optional[int] = None, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logprobs_from_logits`` and, from the same pass over each chunk, the entropy of softmax(logits / T)
+    (both (bs, T) fp32). Only the log-probs carry a gradient: the entropy is a metric here (an entropy bonus
+    needs :func:`entropy_from_logits`). Saves the separate pass (and its copy of the logits) of computing both."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"logprobs_and_entropy: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}"
+        )
+    vocab_size = logits.size(-1)
+    flat_logits = logits.reshape(-1, vocab_size)
+    rows = _rows_per_chunk(vocab_size, chunk_rows)
+    log_probs, entropy = _LogProbsFromLogits.apply(
+        flat_logits, labels.reshape(-1).long(), rows, _check_temperature(temperature), True
+    )
+    return log_probs.view(labels.shape), entropy.view(labels.shape)
 
 
 class _EntropyFromLogits(torch.autograd.Function):

@@ -19,17 +19,24 @@ from verl.protocol import DataProto
 from verl.utils import core_algos
 from verl.utils.device import get_torch_device
 from verl.utils.seqlen_balancing import pad_response, restore_order, token_budget_micro_batches, trim_padding
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits, masked_mean
+from verl.utils.torch_functional import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits, masked_mean
 from verl.workers.config import ActorConfig
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "responses")
 
 
-def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits predicting each response token: (bs, response_length, vocab) in the model's dtype (a view).
+def predicting_positions(seq_len: int, count: int, device=None) -> torch.Tensor:
+    """(count,) the positions whose logits predict the last ``count`` tokens of a ``seq_len``-long row: HF's
+    ``logits_to_keep`` as indices, so the LM head runs on exactly those and its output needs no slicing
+    (a sliced view would be copied by every reshape, and its gradient scattered into a larger zero tensor)."""
+    return torch.arange(seq_len - count - 1, seq_len - 1, device=device)
 
-    Only the last ``response_length + 1`` positions go through the LM head (``logits_to_keep``),
-    which saves most of the vocabulary projection for long prompts. The temperature is applied (in fp32,
+
+def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits predicting each response token: (bs, response_length, vocab) in the model's dtype, contiguous.
+
+    Only those positions go through the LM head (``logits_to_keep``), which saves most of the vocabulary
+    projection for long prompts. The temperature is applied (in fp32,
     chunk by chunk) by ``logprobs_from_logits`` / ``entropy_from_logits``: no (bs, R, V) fp32 copy.
     """
     response_length = batch["responses"].shape[1]
@@ -38,9 +45,9 @@ def response_logits(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
         use_cache=False,
-        logits_to_keep=response_length + 1,
+        logits_to_keep=predicting_positions(batch["input_ids"].shape[1], response_length, batch["input_ids"].device),
     )
-    return out.logits[:, -response_length - 1 : -1, :]
+    return out.logits
 
 
 def _by_device(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -213,7 +220,10 @@ class DataParallelActor:
         cfg = self.config
         mask = batch["response_mask"].float()
         logits = response_logits(self.module, batch)
-        log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature)
+        if cfg.entropy_coeff != 0:
+            log_probs = logprobs_from_logits(logits, batch["responses"], temperature=temperature)
+        else:  # the entropy is only a metric: from the log-probs' own pass over the logits
+            log_probs, entropy = logprobs_and_entropy(logits, batch["responses"], temperature=temperature)
         pg_loss, pg_metrics = core_algos.compute_policy_loss(
             cfg.policy_loss,
             old_log_probs=batch["old_log_probs"] if "old_log_probs" in batch else log_probs.detach(),
@@ -231,9 +241,6 @@ class DataParallelActor:
             entropy = entropy_from_logits(logits, temperature=temperature)
             entropy_loss = core_algos.compute_entropy_loss(entropy, mask, cfg.loss_agg_mode, normalizer)
             loss = loss - cfg.entropy_coeff * entropy_loss
-        else:
-            with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach(), temperature=temperature)
         if cfg.use_kl_loss:
             kl = core_algos.compute_kl(log_probs, batch["ref_log_probs"], cfg.kl_penalty)
             kl_loss = core_algos.agg_loss(kl, mask, cfg.loss_agg_mode, normalizer)
