@@ -90,18 +90,24 @@ def test_diverging_training_makes_the_script_exit_nonzero(gpu_check, monkeypatch
     assert "\n" not in message and "log-prob" not in message
 
 
-def test_a_broken_weight_sync_makes_the_log_prob_check_fail(gpu_check, monkeypatch, capsys):
-    """The rollout's copy is perturbed after each sync: its log-probs no longer match the actor's."""
+def test_a_rollout_off_the_actor_makes_the_log_prob_check_fail(gpu_check, monkeypatch, capsys):
+    """The rollout samples from other weights than the actor's (a broken sync, or a shared module changed
+    while generating): its log-probs no longer match the actor's."""
     from verl.workers.rollout.hf_rollout import HFRollout
 
-    original = HFRollout.load_weights
+    original = HFRollout.generate_sequences
 
-    def corrupted(self, weights):
-        original(self, weights)
+    def corrupted(self, prompts):
+        weight = self.model.get_output_embeddings().weight
         with torch.no_grad():
-            self.model.get_output_embeddings().weight.mul_(3.0)
+            weight.mul_(3.0)
+        try:
+            return original(self, prompts)
+        finally:
+            with torch.no_grad():
+                weight.div_(3.0)
 
-    monkeypatch.setattr(HFRollout, "load_weights", corrupted)
+    monkeypatch.setattr(HFRollout, "generate_sequences", corrupted)
     message, out = run_selftest(gpu_check, monkeypatch, capsys, "--steps", "1")
     assert message.startswith("gpu_check FAILED: log-prob mean |diff|")
     assert "(fp32)" in message
