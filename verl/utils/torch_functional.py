@@ -87,6 +87,16 @@ def _check_temperature(temperature: float) -> float:
     return float(temperature) if temperature > 0 else 1.0
 
 
+def _log_probs_pass(logits, labels, chunk_rows, temperature, with_entropy: bool, caller: str):
+    """Flatten (bs, T, V) logits and (bs, T) labels for ``_LogProbsFromLogits`` (shapes checked once, here)."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"{caller}: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    vocab_size = logits.size(-1)
+    rows = _rows_per_chunk(vocab_size, chunk_rows)
+    flat = (logits.reshape(-1, vocab_size), labels.reshape(-1).long())
+    return _LogProbsFromLogits.apply(*flat, rows, _check_temperature(temperature), with_entropy)
+
+
 def logprobs_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, chunk_rows: Optional[int] = None, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -102,15 +112,7 @@ def logprobs_from_logits(
         (bs, T) log-probs in fp32 (fp64 for fp64 logits). Differentiable w.r.t. ``logits``; no full
         (bs, T, V) fp32 tensor is ever made.
     """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"logprobs_from_logits: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}"
-        )
-    vocab_size = logits.size(-1)
-    flat_logits = logits.reshape(-1, vocab_size)
-    flat_labels = labels.reshape(-1).long()
-    rows = _rows_per_chunk(vocab_size, chunk_rows)
-    log_probs = _LogProbsFromLogits.apply(flat_logits, flat_labels, rows, _check_temperature(temperature), False)
+    log_probs = _log_probs_pass(logits, labels, chunk_rows, temperature, False, "logprobs_from_logits")
     return log_probs.view(labels.shape)
 
 
@@ -120,16 +122,7 @@ def logprobs_and_entropy(
     """``logprobs_from_logits`` and, from the same pass over each chunk, the entropy of softmax(logits / T)
     (both (bs, T) fp32). Only the log-probs carry a gradient: the entropy is a metric here (an entropy bonus
     needs :func:`entropy_from_logits`). Saves the separate pass (and its copy of the logits) of computing both."""
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"logprobs_and_entropy: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}"
-        )
-    vocab_size = logits.size(-1)
-    flat_logits = logits.reshape(-1, vocab_size)
-    rows = _rows_per_chunk(vocab_size, chunk_rows)
-    log_probs, entropy = _LogProbsFromLogits.apply(
-        flat_logits, labels.reshape(-1).long(), rows, _check_temperature(temperature), True
-    )
+    log_probs, entropy = _log_probs_pass(logits, labels, chunk_rows, temperature, True, "logprobs_and_entropy")
     return log_probs.view(labels.shape), entropy.view(labels.shape)
 
 
