@@ -57,8 +57,12 @@ def test_two_sharded_ray_workers_match_one_inprocess_worker(tmp_path, tiny_model
         from transformers import AutoModelForCausalLM
 
         exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "export")).state_dict()
+        gathered = sharded.worker_group.full_state_dict()[0]
         reference = single.worker_group.full_state_dict()[0]
         for key, value in reference.items():
-            torch.testing.assert_close(exported[key], value, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(exported[key], gathered[key], rtol=0, atol=0)  # export is the sharded model
+            # Adam divides by sqrt(v): where a gradient is ~0, summation-order noise moves a weight by up to
+            # ~lr per step, so two shardings agree to a fraction of lr (2e-3), not to float32 epsilon.
+            torch.testing.assert_close(gathered[key], value, rtol=1e-4, atol=1e-4)
     finally:
         sharded.close()
