@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from verl.workers.rollout.kv_cache import reserved_kv_cache
+
 
 @dataclass
 class SamplingSpec:
@@ -74,6 +76,37 @@ def _hit_stop(tokenizer, generated: torch.Tensor, stop: list[str]) -> bool:
     return any(s in text for s in stop)
 
 
+def _prefill(model, input_ids, attention_mask, cache, cache_key: str, keeps_logits: bool):
+    """Run the left-padded prompts (bs, L) through ``model`` *right*-padded and without a mask.
+
+    Right padding leaves every real token attending only to earlier real tokens under the plain causal mask,
+    so attention runs as causal (kernels skip the upper triangle; a padding mask forces the full square, half
+    of a long prompt's prefill time). The pads' cache entries sit between each prompt and its answer, hidden
+    by the returned mask. Returns the (bs, V) fp32 next-token logits at each prompt's last token, the
+    (bs, L) 0/1 mask of cached prompt tokens and the (bs, 1) position of that last token.
+    """
+    bs, width = input_ids.shape
+    columns = torch.arange(width, device=input_ids.device)
+    lengths = attention_mask.long().sum(-1)
+    if not torch.equal(attention_mask.long(), (columns[None] >= (width - lengths)[:, None]).long()):
+        raise ValueError("sample() takes left-padded prompts: each attention_mask row must be 0s then 1s")
+    if bool((lengths == 0).any()):
+        raise ValueError("sample() got an empty prompt (an attention_mask row of zeros)")
+    shifted = input_ids.gather(1, (columns[None] + (width - lengths)[:, None]) % width)  # right-padded
+    last = lengths - 1
+    kept = torch.unique(last) if keeps_logits else None  # sorted last positions: the only logits needed
+    out = model(
+        input_ids=shifted,
+        position_ids=columns[None].expand(bs, width),
+        use_cache=True,
+        **{cache_key: cache},
+        **({"logits_to_keep": kept} if keeps_logits else {}),
+    )
+    column = torch.searchsorted(kept, last) if keeps_logits else last
+    logits = out.logits[torch.arange(bs, device=input_ids.device), column].float()
+    return logits, (columns[None] < lengths[:, None]).long(), last[:, None]
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,
@@ -91,8 +124,6 @@ def sample(
         attention_mask: (bs, prompt_len) 1 for real prompt tokens.
         tokenizer: needed only when ``spec.stop`` is not empty.
     """
-    from transformers import DynamicCache
-
     if spec.stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer")
     bs, device = input_ids.shape[0], input_ids.device
@@ -103,25 +134,26 @@ def sample(
     finished = torch.zeros(bs, dtype=torch.bool, device=device)
     live = torch.arange(bs, device=device)  # the original row of each row still in the batch
 
-    cache = DynamicCache()
-    attn = attention_mask.long()
-    positions = position_ids_from_mask(attn)
-    step_ids = input_ids
+    cache = reserved_kv_cache(input_ids.shape[1] + spec.max_new_tokens)  # appends in place, no torch.cat
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs through
     params = inspect.signature(base.forward).parameters
     cache_key = "cache" if "cache" in params else "past_key_values"
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # prefill: only the last position
+    keeps_logits = "logits_to_keep" in params
+    logits, attn, positions = _prefill(model, input_ids, attention_mask, cache, cache_key, keeps_logits)
+    extra = {"logits_to_keep": 1} if keeps_logits else {}
+    step_ids = None  # (live rows, 1): the token each row sampled last step
     for t in range(spec.max_new_tokens):
-        out = model(
-            input_ids=step_ids,
-            attention_mask=attn,
-            position_ids=positions,
-            use_cache=True,
-            **{cache_key: cache},
-            **extra,
-        )
-        cache = getattr(out, cache_key)
-        logits = out.logits[:, -1, :].float()
+        if t > 0:
+            out = model(
+                input_ids=step_ids,
+                attention_mask=attn,
+                position_ids=positions,
+                use_cache=True,
+                **{cache_key: cache},
+                **extra,
+            )
+            cache = getattr(out, cache_key)
+            logits = out.logits[:, -1, :].float()
         if spec.temperature > 0:
             scaled = logits / spec.temperature if spec.temperature != 1.0 else logits
             probs = filter_logits(scaled, spec.top_k, spec.top_p).softmax(-1)
