@@ -241,7 +241,10 @@ class HFGenerator:
 
     # ------------------------------------------------------------------ scoring
     def _token_logprobs(self, sequences: list[list[int]], distribution_stats: bool, desc: str) -> list[dict]:
-        """Right-padded forward passes; per sequence the log-probs of tokens 2..T (and mu/sigma if asked)."""
+        """Right-padded forward passes; per sequence the log-probs of tokens 2..T (and mu/sigma if asked).
+
+        No attention mask: under the causal mask a real token never sees the pads after it, and without a
+        padding mask attention runs as causal (the upper triangle skipped) instead of as a full square."""
         import torch
 
         results: list[dict] = [{} for _ in sequences]
@@ -250,14 +253,10 @@ class HFGenerator:
         for batch in self._batches(order, self.score_batch_size, desc):
             width = max(len(sequences[i]) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, index in enumerate(batch):
                 input_ids[row, : len(sequences[index])] = torch.tensor(sequences[index], dtype=torch.long)
-                attention_mask[row, : len(sequences[index])] = 1
             with torch.no_grad():
-                logits = self.model(
-                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
-                ).logits
+                logits = self.model(input_ids=input_ids.to(self.device), use_cache=False).logits
             for row, index in enumerate(batch):
                 length = len(sequences[index])
                 log_probs = torch.log_softmax(logits[row, : length - 1].float(), dim=-1)  # (T-1, V)
@@ -298,19 +297,16 @@ class HFGenerator:
     def next_token_logprobs(self, prompts: list[str], candidate_token_ids: Sequence[int]) -> torch.Tensor:
         import torch
 
+        from verl.workers.rollout.sampling import prefill
+
         candidates = torch.tensor(list(candidate_token_ids), dtype=torch.long)
         result = torch.zeros((len(prompts), len(candidates)), dtype=torch.float32)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         for batch in self._batches(order, self.batch_size, "next token"):
             input_ids, attention_mask = self._encode_left_padded([prompts[i] for i in batch])
-            # Positions count real tokens only, so left padding cannot shift absolute position embeddings.
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-            with torch.no_grad():
-                logits = self.model(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-                ).logits
-            logits = logits[:, -1, :]
-            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            with torch.no_grad():  # the sampler's prefill: positions count real tokens, only last logits
+                logits, _, _ = prefill(self.model, input_ids, attention_mask)
+            log_probs = torch.log_softmax(logits, dim=-1).cpu()
             result[torch.tensor(batch)] = log_probs[:, candidates]
         return result
 

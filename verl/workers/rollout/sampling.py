@@ -76,30 +76,38 @@ def _hit_stop(tokenizer, generated: torch.Tensor, stop: list[str]) -> bool:
     return any(s in text for s in stop)
 
 
-def _prefill(model, input_ids, attention_mask, cache, cache_key: str, keeps_logits: bool):
-    """Run the left-padded prompts (bs, L) through ``model`` *right*-padded and without a mask.
+def forward_options(model: nn.Module) -> tuple[str, bool]:
+    """(the cache keyword: ``cache`` in transformers >= 5.x else ``past_key_values``, whether the forward takes
+    ``logits_to_keep``); PEFT models pass keyword arguments through to their base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
+def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache=None):
+    """Run left-padded prompts (bs, L) through ``model`` *right*-padded and without a mask.
 
     Right padding leaves every real token attending only to earlier real tokens under the plain causal mask,
     so attention runs as causal (kernels skip the upper triangle; a padding mask forces the full square, half
-    of a long prompt's prefill time). The pads' cache entries sit between each prompt and its answer, hidden
-    by the returned mask. Returns the (bs, V) fp32 next-token logits at each prompt's last token, the
-    (bs, L) 0/1 mask of cached prompt tokens and the (bs, 1) position of that last token.
+    of a long prompt's prefill time). With a ``cache``, the pads' entries sit between each prompt and its
+    answer, hidden by the returned mask. Returns the (bs, V) fp32 next-token logits at each prompt's last
+    token, the (bs, L) 0/1 mask of the cached prompt tokens and the (bs, 1) position of that last token.
     """
     bs, width = input_ids.shape
     columns = torch.arange(width, device=input_ids.device)
     lengths = attention_mask.long().sum(-1)
     if not torch.equal(attention_mask.long(), (columns[None] >= (width - lengths)[:, None]).long()):
-        raise ValueError("sample() takes left-padded prompts: each attention_mask row must be 0s then 1s")
+        raise ValueError("prefill() takes left-padded prompts: each attention_mask row must be 0s then 1s")
     if bool((lengths == 0).any()):
-        raise ValueError("sample() got an empty prompt (an attention_mask row of zeros)")
+        raise ValueError("prefill() got an empty prompt (an attention_mask row of zeros)")
     shifted = input_ids.gather(1, (columns[None] + (width - lengths)[:, None]) % width)  # right-padded
     last = lengths - 1
+    cache_key, keeps_logits = forward_options(model)
     kept = torch.unique(last) if keeps_logits else None  # sorted last positions: the only logits needed
     out = model(
         input_ids=shifted,
         position_ids=columns[None].expand(bs, width),
-        use_cache=True,
-        **{cache_key: cache},
+        **({"use_cache": True, cache_key: cache} if cache is not None else {"use_cache": False}),
         **({"logits_to_keep": kept} if keeps_logits else {}),
     )
     column = torch.searchsorted(kept, last) if keeps_logits else last
@@ -135,11 +143,8 @@ def sample(
     live = torch.arange(bs, device=device)  # the original row of each row still in the batch
 
     cache = reserved_kv_cache(input_ids.shape[1] + spec.max_new_tokens)  # appends in place, no torch.cat
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs through
-    params = inspect.signature(base.forward).parameters
-    cache_key = "cache" if "cache" in params else "past_key_values"
-    keeps_logits = "logits_to_keep" in params
-    logits, attn, positions = _prefill(model, input_ids, attention_mask, cache, cache_key, keeps_logits)
+    cache_key, keeps_logits = forward_options(model)
+    logits, attn, positions = prefill(model, input_ids, attention_mask, cache)
     extra = {"logits_to_keep": 1} if keeps_logits else {}
     step_ids = None  # (live rows, 1): the token each row sampled last step
     for t in range(spec.max_new_tokens):
